@@ -1,0 +1,163 @@
+"""The `osunits` command line.  Only this module prints and exits.
+
+Exit codes: 0 success (and for --diff/--dry-run/check-deps: nothing to report),
+1 changes pending or problems found, 2 unreadable or invalid input.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import sys
+from enum import StrEnum
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from osunits.errors import DeploymentError, OsunitsError
+
+app = typer.Typer(
+    add_completion=False,
+    no_args_is_help=True,
+    rich_markup_mode=None,
+    pretty_exceptions_enable=False,
+    help="Run co-located OpenStack services in systemd-nspawn containers, ordered by systemd.",
+)
+
+DEFAULT_DEPLOYMENT = Path("/etc/osunits")
+
+DeploymentOpt = Annotated[Path | None, typer.Option(
+    "--deployment", "-d", help="Deployment directory [default: $OSUNITS_DEPLOYMENT, "
+    "else /etc/osunits]", show_default=False)]
+HostOpt = Annotated[str | None, typer.Option(
+    "--host", "-H", help="Host of the inventory [default: this machine's short host name]",
+    show_default=False)]
+
+
+def deployment_dir(opt: Path | None) -> Path:
+    if opt is not None:
+        return opt
+    env = os.environ.get("OSUNITS_DEPLOYMENT")
+    return Path(env) if env else DEFAULT_DEPLOYMENT
+
+
+def default_host(opt: str | None) -> str:
+    return opt or socket.gethostname().split(".")[0]
+
+
+def _fail(err: OsunitsError) -> typer.Exit:
+    if isinstance(err, DeploymentError):
+        for p in err.problems:
+            print(p, file=sys.stderr)
+        n = sum(1 for p in err.problems if p.severity == "error")
+        print(f"osunits: {n} error(s); nothing was written", file=sys.stderr)
+    else:
+        print(f"osunits: {err}", file=sys.stderr)
+    return typer.Exit(err.exit_code)
+
+
+@app.command()
+def generate(
+    host: HostOpt = None,
+    deployment: DeploymentOpt = None,
+    root: Annotated[Path, typer.Option(help="Write under this root instead of /")] = Path("/"),
+    dry_run: Annotated[bool, typer.Option("--dry-run", help="List what would change; "
+                                          "write nothing; exit 1 if anything would")] = False,
+    diff: Annotated[bool, typer.Option("--diff", help="Show the changes as a unified diff; "
+                                       "write nothing; exit 1 if anything would change")] = False,
+    reload: Annotated[bool, typer.Option(help="Ask systemd to reload after writing to /")] = True,
+) -> None:
+    """Compile the deployment into HOST's container units and write them."""
+    from osunits.output import write_files
+    from osunits.plan import plan_host
+    from osunits.validate import load_deployment
+
+    try:
+        dep = load_deployment(deployment_dir(deployment))
+        plan = plan_host(dep, default_host(host))
+        result = write_files(root, plan.files, dry_run=dry_run or diff)
+    except OsunitsError as e:
+        raise _fail(e) from None
+    if diff:
+        from osunits.output import render_diff
+        sys.stdout.write(render_diff(result.changes))
+    elif dry_run:
+        for c in result.changes:
+            print(f"{ {'add': '+', 'update': '~', 'remove': '-'}[c.change]} {c.path}")
+    else:
+        for c in result.changes:
+            print(f"{c.change:6} {c.path}")
+        n = len(plan.files)
+        print(f"{plan.host}: {n} files, {len(result.changes)} changed", file=sys.stderr)
+        if result.written and reload and root.resolve() == Path("/"):
+            _daemon_reload()
+    if (dry_run or diff) and result.changed:
+        raise typer.Exit(1)
+
+
+def _daemon_reload() -> None:
+    try:
+        from osunits.runtime import daemon_reload
+    except ImportError:
+        print("osunits: pystemd is not installed; run `systemctl daemon-reload`", file=sys.stderr)
+        return
+    try:
+        daemon_reload()
+    except Exception as e:  # noqa: BLE001 - reported, the files are written either way
+        print(f"osunits: daemon-reload failed: {e}; run `systemctl daemon-reload`",
+              file=sys.stderr)
+
+
+class Format(StrEnum):
+    text = "text"
+    json = "json"
+    dot = "dot"
+
+
+@app.command("check-deps")
+def check_deps(
+    host: Annotated[str | None, typer.Option("--host", "-H", help="Only this host "
+                                             "[default: all hosts]")] = None,
+    deployment: DeploymentOpt = None,
+    fmt: Annotated[Format, typer.Option("--format", "-f")] = Format.text,
+) -> None:
+    """Validate the deployment's graph; print start order, critical path and problems."""
+    from osunits import report
+    from osunits.graph import check_deployment
+    from osunits.validate import load_deployment
+
+    try:
+        dep = load_deployment(deployment_dir(deployment))
+        if host is not None and dep.host(host) is None:
+            from osunits.validate import _unknown_name
+            raise DeploymentError([_unknown_name("host", host, [h.name for h in dep.hosts],
+                                                 None, "--host")])  # type: ignore[arg-type]
+        rep = check_deployment(dep, [host] if host else None)
+    except OsunitsError as e:
+        raise _fail(e) from None
+    if fmt is Format.json:
+        print(json.dumps(report.to_json(rep), indent=2, sort_keys=True))
+    elif fmt is Format.dot:
+        sys.stdout.write(report.to_dot(dep, rep))
+    else:
+        sys.stdout.write(report.to_text(rep))
+    if not rep.clean:
+        raise typer.Exit(1)
+
+
+@app.command()
+def schema() -> None:
+    """Print the JSON Schema of service definitions (for editors)."""
+    from osunits.jsonschema import service_schema
+
+    print(json.dumps(service_schema(), indent=2, sort_keys=True))
+
+
+def main() -> None:
+    app()
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,84 @@
+"""Problems found in a deployment, and the exception that carries them.
+
+Every problem names where it comes from (file and line when known), a stable
+code, the key involved and what is wrong.  The library collects problems and
+raises once; only the CLI prints and exits.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from enum import StrEnum
+from pathlib import Path
+
+
+class Severity(StrEnum):
+    ERROR = "error"
+    WARNING = "warning"
+
+
+@dataclass(frozen=True, slots=True, order=True)
+class Location:
+    path: str
+    line: int = 0  # 1-based; 0 when unknown
+    column: int = 0
+
+    def __str__(self) -> str:
+        if self.line:
+            return f"{self.path}:{self.line}"
+        return self.path
+
+
+@dataclass(frozen=True, slots=True)
+class Problem:
+    code: str
+    message: str
+    location: Location | None = None
+    key: str = ""
+    hint: str = ""
+    severity: Severity = Severity.ERROR
+
+    def __str__(self) -> str:
+        where = f"{self.location}: " if self.location else ""
+        key = f"{self.key}: " if self.key else ""
+        text = f"{where}{self.severity}[{self.code}]: {key}{self.message}"
+        if self.hint:
+            text += f"\n  hint: {self.hint}"
+        return text
+
+    def to_json(self) -> dict[str, object]:
+        return {
+            "code": self.code,
+            "severity": str(self.severity),
+            "path": self.location.path if self.location else None,
+            "line": self.location.line if self.location else None,
+            "key": self.key or None,
+            "message": self.message,
+            "hint": self.hint or None,
+        }
+
+
+class OsunitsError(Exception):
+    """Base for errors the CLI reports without a traceback."""
+
+    exit_code = 2
+
+
+class DeploymentError(OsunitsError):
+    """The deployment could not be read or is invalid."""
+
+    def __init__(self, problems: list[Problem]) -> None:
+        self.problems = sorted(problems, key=_problem_order)
+        super().__init__("\n".join(str(p) for p in self.problems))
+
+
+class OutputError(OsunitsError):
+    """Writing the generated files would lose or clobber something."""
+
+
+def _problem_order(p: Problem) -> tuple[Location, str, str]:
+    return (p.location or Location(""), p.code, p.message)
+
+
+def location_of(path: Path | str, line: int = 0, column: int = 0) -> Location:
+    return Location(str(path), line, column)

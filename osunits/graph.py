@@ -1,0 +1,298 @@
+"""The dependency graph of a deployment: placement, cycles, start order, checks.
+
+Pure functions over the model.  ``check_deployment`` is what ``osunits
+check-deps`` prints; ``plan.py`` uses the same edges to write units.
+"""
+
+from __future__ import annotations
+
+import graphlib
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+
+from osunits.errors import Location, Problem, Severity
+from osunits.model import (
+    Dependency,
+    DependencyKind,
+    Deployment,
+    Host,
+    NetworkMode,
+    Protocol,
+    ReadinessKind,
+    Service,
+)
+
+READY_PORT = 7480  # osunits-ready.socket: answers whether a service on this host is active
+
+
+@dataclass(frozen=True, slots=True)
+class CrossHostEdge:
+    """A dependency on a service that runs on other hosts only; held by a gate unit."""
+
+    host: str
+    service: str
+    dependency: Dependency
+    remote_hosts: tuple[str, ...]
+    endpoint: str  # what the gate waits for, e.g. "tcp 192.0.2.11:5672"
+
+
+@dataclass(frozen=True, slots=True)
+class HostGraph:
+    host: str
+    order: dict[str, tuple[str, ...]]  # service → services it starts after (same host)
+    waves: tuple[tuple[str, ...], ...]
+    critical_path: tuple[str, ...]
+    cross_host: tuple[CrossHostEdge, ...]
+
+
+@dataclass(slots=True)
+class Report:
+    problems: list[Problem] = field(default_factory=list)
+    hosts: list[HostGraph] = field(default_factory=list)
+
+    @property
+    def clean(self) -> bool:
+        return not any(p.severity in (Severity.ERROR, Severity.WARNING) for p in self.problems)
+
+
+def _dep_loc(svc: Service, dep: Dependency) -> Location:
+    return dep.loc or svc.loc
+
+
+def find_cycles(edges: dict[str, Iterable[str]]) -> list[list[str]]:
+    """Every elementary cycle's representative, one per strongly connected component.
+
+    Tarjan's algorithm, iteratively (deployments can be deep); each returned
+    path starts and ends at its smallest name, so output is deterministic.
+    """
+    index: dict[str, int] = {}
+    low: dict[str, int] = {}
+    on_stack: set[str] = set()
+    stack: list[str] = []
+    sccs: list[list[str]] = []
+    counter = 0
+    for root in sorted(edges):
+        if root in index:
+            continue
+        work: list[tuple[str, list[str]]] = [(root, sorted(edges.get(root, ())))]
+        index[root] = low[root] = counter
+        counter += 1
+        stack.append(root)
+        on_stack.add(root)
+        while work:
+            node, succ = work[-1]
+            if succ:
+                nxt = succ.pop(0)
+                if nxt not in edges:
+                    continue
+                if nxt not in index:
+                    index[nxt] = low[nxt] = counter
+                    counter += 1
+                    stack.append(nxt)
+                    on_stack.add(nxt)
+                    work.append((nxt, sorted(edges.get(nxt, ()))))
+                elif nxt in on_stack:
+                    low[node] = min(low[node], index[nxt])
+                continue
+            work.pop()
+            if work:
+                low[work[-1][0]] = min(low[work[-1][0]], low[node])
+            if low[node] == index[node]:
+                comp = []
+                while True:
+                    w = stack.pop()
+                    on_stack.discard(w)
+                    comp.append(w)
+                    if w == node:
+                        break
+                if len(comp) > 1 or node in edges.get(node, ()):
+                    sccs.append(comp)
+    return [_cycle_path(sorted(c), edges) for c in sorted(sccs, key=min)]
+
+
+def _cycle_path(comp: list[str], edges: dict[str, Iterable[str]]) -> list[str]:
+    # Shortest cycle through the smallest member, by breadth-first search inside the component.
+    members = set(comp)
+    start = comp[0]
+    prev: dict[str, str] = {}
+    queue = [start]
+    for node in queue:
+        for nxt in sorted(edges.get(node, ())):
+            if nxt == start:
+                path = [node]
+                while path[-1] != start:
+                    path.append(prev[path[-1]])
+                return [*reversed(path), start]
+            if nxt in members and nxt not in prev:
+                prev[nxt] = node
+                queue.append(nxt)
+    return [start, start]  # pragma: no cover - a component always has a cycle
+
+
+def _waves(order: dict[str, tuple[str, ...]]) -> tuple[tuple[str, ...], ...]:
+    ts = graphlib.TopologicalSorter(order)
+    ts.prepare()
+    waves = []
+    while ts.is_active():
+        ready = tuple(sorted(ts.get_ready()))
+        waves.append(ready)
+        ts.done(*ready)
+    return tuple(waves)
+
+
+def _critical_path(order: dict[str, tuple[str, ...]],
+                   waves: tuple[tuple[str, ...], ...]) -> tuple[str, ...]:
+    depth: dict[str, int] = {}
+    best_prev: dict[str, str] = {}
+    for wave in waves:
+        for s in wave:
+            preds = order.get(s, ())
+            if preds:
+                p = max(sorted(preds), key=lambda x: depth[x])
+                depth[s] = depth[p] + 1
+                best_prev[s] = p
+            else:
+                depth[s] = 1
+    if not depth:
+        return ()
+    end = max(sorted(depth), key=lambda x: depth[x])
+    path = [end]
+    while path[-1] in best_prev:
+        path.append(best_prev[path[-1]])
+    return tuple(reversed(path))
+
+
+def gate_endpoint(dep: Service, host: Host) -> str:
+    """What a gate on another host waits for: the first reachable port of ``dep`` on ``host``."""
+    if dep.network is NetworkMode.HOST:
+        tcp = [p.port for p in dep.ports if p.protocol is Protocol.TCP]
+        if dep.readiness.kind is ReadinessKind.TCP:
+            tcp = [int(dep.readiness.target)]
+        if tcp:
+            return f"tcp {host.address}:{tcp[0]}"
+    published = [p for p in dep.publish if p.protocol is Protocol.TCP]
+    if dep.readiness.kind is ReadinessKind.TCP:
+        port = int(dep.readiness.target)
+        published = [p for p in published if p.container_port == port] or published
+    if published:
+        return f"tcp {published[0].address or host.address}:{published[0].host_port}"
+    # No port of its own: the remote host's readiness endpoint answers for it.
+    return f"ready {host.address}:{READY_PORT}/{dep.name}"
+
+
+def check_deployment(dep: Deployment, hosts: Iterable[str] | None = None) -> Report:
+    """All graph checks, for the named hosts (default: all)."""
+    report = Report()
+    placement = dep.placement()
+    known = {s.name for s in dep.services}
+    wanted = set(hosts) if hosts is not None else None
+
+    # Cycles are a property of the definitions: check the name-level graph once.
+    name_edges: dict[str, set[str]] = {}
+    for h in dep.hosts:
+        for s in h.services:
+            name_edges.setdefault(s.name, set()).update(
+                d.name for d in s.dependencies if d.name in placement)
+    for cyc in find_cycles({k: sorted(v) for k, v in name_edges.items()}):
+        first = _first_service(dep, cyc[0])
+        loc = first.loc if first else None
+        dloc = None
+        if first:
+            for d in first.dependencies:
+                if d.name == cyc[1]:
+                    dloc = d.loc
+        report.problems.append(Problem(
+            "C001", "dependency cycle: " + " => ".join(cyc), dloc or loc, "requires/wants/after",
+            hint="systemd would break it at start by dropping an arbitrary job; remove one edge"))
+
+    for h in dep.hosts:
+        if wanted is not None and h.name not in wanted:
+            continue
+        report.hosts.append(_check_host(dep, h, placement, known, report.problems))
+    return report
+
+
+def _first_service(dep: Deployment, name: str) -> Service | None:
+    for s in dep.services:
+        if s.name == name:
+            return s
+    return None
+
+
+def _check_host(dep: Deployment, h: Host, placement: dict[str, tuple[str, ...]],
+                known: set[str], problems: list[Problem]) -> HostGraph:
+    local = {s.name: s for s in h.services}
+    order: dict[str, tuple[str, ...]] = {}
+    cross: list[CrossHostEdge] = []
+    for s in h.services:
+        preds = []
+        for d in s.dependencies:
+            loc = _dep_loc(s, d)
+            if d.name in local:
+                preds.append(d.name)
+                target = local[d.name]
+                if (d.kind is not DependencyKind.AFTER
+                        and not target.readiness.kind.gives_ready):
+                    problems.append(Problem(
+                        "C005", f"{s.name} {d.kind} {d.name}, which has no readiness check: "
+                        f"{s.name} may start before {d.name} serves", loc, str(d.kind),
+                        hint=f"give {d.name} a readiness check (notify, tcp, http or command)",
+                        severity=Severity.WARNING))
+                continue
+            if d.name not in known:
+                problems.append(Problem("C002", f"{s.name} on {h.name}: unknown service "
+                                        f"{d.name!r}", loc, str(d.kind)))
+                continue
+            remote = placement.get(d.name, ())
+            if not remote:
+                problems.append(Problem("C003", f"{s.name} on {h.name} {d.kind} {d.name}, which "
+                                        "is placed on no host", loc, str(d.kind),
+                                        hint=f"add {d.name} to a role or host"))
+                continue
+            if d.kind is DependencyKind.AFTER:
+                continue  # ordering against another host's service has no meaning; nothing to gate
+            rhost = dep.host(remote[0])
+            rsvc = rhost.service(d.name) if rhost else None
+            assert rsvc is not None and rhost is not None
+            endpoint = gate_endpoint(rsvc, rhost)
+            cross.append(CrossHostEdge(h.name, s.name, d, remote, endpoint))
+        order[s.name] = tuple(sorted(preds))
+    _check_conflicts(h, problems)
+    try:
+        waves = _waves(order)
+    except graphlib.CycleError:
+        waves = ()  # reported above, by name
+    return HostGraph(h.name, order, waves, _critical_path(order, waves) if waves else (),
+                     tuple(cross))
+
+
+def _check_conflicts(h: Host, problems: list[Problem]) -> None:
+    # Host ports: published ports and ports bound in the host's own namespace.
+    taken: dict[tuple[str, int, Protocol], str] = {}
+    for s in h.services:
+        binds: list[tuple[str, int, Protocol, str]] = [
+            (p.address, p.host_port, p.protocol, "publishes") for p in s.publish]
+        if s.network is NetworkMode.HOST:
+            binds += [("", p.port, p.protocol, "listens on") for p in s.ports]
+        for addr, port, proto, verb in binds:
+            clash = [o for (a, pt, pr), o in taken.items()
+                     if pt == port and pr == proto and (not a or not addr or a == addr)
+                     and o != s.name]
+            if clash:
+                problems.append(Problem(
+                    "C006", f"{s.name} {verb} host port {port}/{proto} on {h.name}, as "
+                    f"{clash[0]} does", s.loc, "publish" if verb == "publishes" else "ports",
+                    hint="give one of them another host port, or a private network"))
+            taken.setdefault((addr, port, proto), s.name)
+    paths: dict[str, tuple[str, bool]] = {}
+    for s in h.services:
+        for st in s.state:
+            hp = str(st.host_path(s.name))
+            if hp in paths:
+                other, other_shared = paths[hp]
+                if not (st.shared and other_shared):
+                    problems.append(Problem(
+                        "C007", f"{s.name} and {other} both write {hp} on {h.name}", s.loc,
+                        "state", hint="give each its own host path, or mark both shared: true"))
+            else:
+                paths[hp] = (s.name, st.shared)

@@ -1,0 +1,190 @@
+"""Load YAML files into plain values that remember where each value came from.
+
+PyYAML's composer keeps a start mark on every node; we turn the node tree into
+``Mapping``/``Sequence``/``Scalar`` wrappers so that semantic errors found much
+later can still say ``path:line``.  Aliases are refused outright: they are the
+vehicle of "billion laughs" bombs, and overrides already cover reuse.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+from yaml.nodes import MappingNode, Node, ScalarNode, SequenceNode
+
+from osunits.errors import DeploymentError, Location, Problem
+
+MAX_FILE_BYTES = 1 << 20  # a deployment file is hand-written; anything larger is a mistake
+MAX_DEPTH = 32
+
+
+@dataclass(frozen=True, slots=True)
+class Scalar:
+    value: str | int | float | bool | None
+    loc: Location
+
+
+@dataclass(frozen=True, slots=True)
+class Sequence:
+    items: tuple[Value, ...]
+    loc: Location
+
+
+@dataclass(frozen=True, slots=True)
+class Mapping:
+    """A YAML mapping with string keys, in file order; duplicate keys are refused."""
+
+    entries: dict[str, Value]
+    key_locs: dict[str, Location]
+    loc: Location
+    source: str = field(default="")
+
+    def get(self, key: str) -> Value | None:
+        return self.entries.get(key)
+
+    def key_loc(self, key: str) -> Location:
+        return self.key_locs.get(key, self.loc)
+
+
+Value = Scalar | Sequence | Mapping
+
+
+# libyaml's composer when available: parsing is most of `generate`'s time.
+_Loader: type = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+
+
+def read_text(path: Path) -> str:
+    """Read a deployment file, refusing empty, oversized and binary content."""
+    loc = Location(str(path))
+    try:
+        with path.open("rb") as f:
+            data = f.read(MAX_FILE_BYTES + 1)
+    except OSError as e:
+        raise DeploymentError([Problem("E001", f"cannot read file: {e.strerror}", loc)]) from e
+    if len(data) > MAX_FILE_BYTES:
+        raise DeploymentError(
+            [Problem("E002", f"file is larger than {MAX_FILE_BYTES} bytes", loc)]
+        )
+    if b"\0" in data:
+        raise DeploymentError([Problem("E003", "file is binary (contains NUL bytes)", loc)])
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError as e:
+        line = data[: e.start].count(b"\n") + 1
+        raise DeploymentError(
+            [Problem("E003", "file is not valid UTF-8", Location(str(path), line))]
+        ) from e
+
+
+def load_yaml(path: Path, *, required_mapping: bool = True) -> Mapping:
+    """Parse one YAML document from ``path`` into located values."""
+    text = read_text(path)
+    if not text.strip() or all(
+        not ln.strip() or ln.lstrip().startswith("#") for ln in text.splitlines()
+    ):
+        raise DeploymentError([Problem("E004", "file is empty", Location(str(path)))])
+    try:
+        loader = _Loader(text)
+        try:
+            node = loader.get_single_node()
+        finally:
+            loader.dispose()
+    except RecursionError as e:
+        raise DeploymentError(
+            [Problem("E007", f"nesting deeper than {MAX_DEPTH} levels", Location(str(path)))]
+        ) from e
+    except yaml.MarkedYAMLError as e:
+        mark = e.problem_mark or e.context_mark
+        line = mark.line + 1 if mark else 0
+        msg = e.problem or e.context or "invalid YAML"
+        raise DeploymentError(
+            [Problem("E005", f"invalid YAML: {msg}", Location(str(path), line))]
+        ) from e
+    except yaml.YAMLError as e:
+        raise DeploymentError([Problem("E005", f"invalid YAML: {e}", Location(str(path)))]) from e
+    if node is None:
+        raise DeploymentError([Problem("E004", "file is empty", Location(str(path)))])
+    problems: list[Problem] = []
+    value = _convert(node, str(path), problems, 0, set())
+    if problems:
+        raise DeploymentError(problems)
+    if required_mapping and not isinstance(value, Mapping):
+        raise DeploymentError(
+            [Problem("E006", "the top level must be a mapping of keys", value.loc)]
+        )
+    assert isinstance(value, Mapping)
+    return value
+
+
+def _loc(node: Node, path: str) -> Location:
+    return Location(path, node.start_mark.line + 1, node.start_mark.column + 1)
+
+
+def _convert(node: Node, path: str, problems: list[Problem], depth: int, seen: set[int]) -> Value:
+    loc = _loc(node, path)
+    # The composer hands out the anchored node again for every alias: seeing a
+    # node twice means an alias, refused before it can expand into a bomb.
+    if id(node) in seen:
+        if not any(p.code == "E011" for p in problems):  # one is enough; a bomb has millions
+            problems.append(Problem("E011", "YAML aliases (*name) are not supported", loc,
+                                    hint="use the deployment's defaults or overrides instead"))
+        return Scalar(None, loc)
+    seen.add(id(node))
+    if depth > MAX_DEPTH:
+        problems.append(Problem("E007", f"nesting deeper than {MAX_DEPTH} levels", loc))
+        return Scalar(None, loc)
+    if isinstance(node, ScalarNode):
+        return Scalar(_construct_scalar(node, loc, problems), loc)
+    if isinstance(node, SequenceNode):
+        return Sequence(tuple(_convert(n, path, problems, depth + 1, seen) for n in node.value), loc)
+    if isinstance(node, MappingNode):
+        entries: dict[str, Value] = {}
+        key_locs: dict[str, Location] = {}
+        for knode, vnode in node.value:
+            kloc = _loc(knode, path)
+            if not isinstance(knode, ScalarNode) or knode.tag == "tag:yaml.org,2002:merge":
+                problems.append(Problem("E008", "keys must be plain strings", kloc))
+                continue
+            key = str(knode.value)
+            if key in entries:
+                problems.append(
+                    Problem("E009", "duplicate key", kloc, key=key,
+                            hint=f"first defined on line {key_locs[key].line}")
+                )
+                continue
+            key_locs[key] = kloc
+            entries[key] = _convert(vnode, path, problems, depth + 1, seen)
+        return Mapping(entries, key_locs, loc, path)
+    problems.append(Problem("E005", "unsupported YAML node", loc))  # pragma: no cover
+    return Scalar(None, loc)
+
+
+_SCALAR_LOADER = yaml.SafeLoader("")
+
+
+def _construct_scalar(node: ScalarNode, loc: Location, problems: list[Problem]) -> Any:
+    # Only YAML's core scalar types: timestamps and binaries would surprise an operator.
+    tag = node.tag
+    if tag in ("tag:yaml.org,2002:str", "tag:yaml.org,2002:null", "tag:yaml.org,2002:bool",
+               "tag:yaml.org,2002:int", "tag:yaml.org,2002:float"):
+        try:
+            return _SCALAR_LOADER.construct_object(node, deep=True)
+        except yaml.YAMLError as e:  # pragma: no cover - resolver and constructor agree
+            problems.append(Problem("E005", f"invalid scalar: {e}", loc))
+            return None
+    if tag == "tag:yaml.org,2002:timestamp":
+        return str(node.value)
+    problems.append(Problem("E010", f"unsupported YAML tag {tag!r}", loc))
+    return None
+
+
+def to_plain(value: Value) -> Any:
+    """Strip locations (for JSON output and tests)."""
+    if isinstance(value, Scalar):
+        return value.value
+    if isinstance(value, Sequence):
+        return [to_plain(v) for v in value.items]
+    return {k: to_plain(v) for k, v in value.entries.items()}

@@ -1,0 +1,188 @@
+"""The typed model of a deployment: frozen values, validated once at the edge.
+
+Everything downstream (graph, plan, render) reads only these types.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from enum import StrEnum
+from pathlib import Path, PurePosixPath
+
+from osunits.errors import Location
+
+
+class NetworkMode(StrEnum):
+    PRIVATE = "private"  # own network namespace on the host's osunits bridge
+    HOST = "host"  # the host's network namespace
+
+
+class Protocol(StrEnum):
+    TCP = "tcp"
+    UDP = "udp"
+
+
+class ReadinessKind(StrEnum):
+    NOTIFY = "notify"  # the service sends READY=1 itself (sd_notify)
+    TCP = "tcp"  # a TCP port accepts connections
+    HTTP = "http"  # an HTTP URL answers with a status below 400
+    COMMAND = "command"  # a command exits 0
+    NONE = "none"  # started is all we know: dependents cannot be ordered on it
+
+    @property
+    def gives_ready(self) -> bool:
+        return self is not ReadinessKind.NONE
+
+
+class RestartPolicy(StrEnum):
+    NO = "no"
+    ON_FAILURE = "on-failure"
+    ON_ABNORMAL = "on-abnormal"
+    ALWAYS = "always"
+
+    def to_systemd(self) -> str:
+        return str(self)
+
+
+class DependencyKind(StrEnum):
+    REQUIRES = "requires"  # Requires= + After=: fails and stops with the dependency
+    WANTS = "wants"  # Wants= + After=: started first, failure tolerated
+    AFTER = "after"  # After= only: ordering when both are started
+
+
+@dataclass(frozen=True, slots=True)
+class Port:
+    port: int
+    protocol: Protocol = Protocol.TCP
+
+    def __str__(self) -> str:
+        return f"{self.port}/{self.protocol}"
+
+
+@dataclass(frozen=True, slots=True)
+class Publish:
+    host_port: int
+    container_port: int
+    protocol: Protocol = Protocol.TCP
+    address: str = ""  # host address to listen on; "" = all
+
+    def __str__(self) -> str:
+        addr = f"{self.address}:" if self.address else ""
+        return f"{addr}{self.host_port}->{self.container_port}/{self.protocol}"
+
+
+@dataclass(frozen=True, slots=True)
+class ConfigFile:
+    template: str  # relative to the deployment's templates/ directory
+    path: PurePosixPath  # where the rendered file appears in the container
+    mode: int = 0o640
+    loc: Location | None = field(default=None, compare=False)
+
+
+STATE_ROOT = PurePosixPath("/var/lib/osunits/state")
+
+
+@dataclass(frozen=True, slots=True)
+class StateDir:
+    path: PurePosixPath  # in the container
+    host: PurePosixPath | None = None  # on the host; default STATE_ROOT/SERVICE/PATH
+    shared: bool = False  # other services may bind the same host directory
+
+    def host_path(self, service: str) -> PurePosixPath:
+        return self.host or STATE_ROOT / service / self.path.relative_to("/")
+
+
+@dataclass(frozen=True, slots=True)
+class Readiness:
+    kind: ReadinessKind
+    target: str = ""  # port, URL or shell-free command line, by kind
+    timeout: int = 90  # seconds until the start fails
+
+    def spec(self) -> str:
+        """The compact form the container init understands: ``kind:target``."""
+        return f"{self.kind}:{self.target}" if self.target else str(self.kind)
+
+
+@dataclass(frozen=True, slots=True)
+class Limits:
+    memory_max: int | None = None  # bytes
+    cpu_quota: int | None = None  # percent of one CPU
+    tasks_max: int | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Dependency:
+    name: str
+    kind: DependencyKind
+    loc: Location | None = field(default=None, compare=False)
+
+
+@dataclass(frozen=True, slots=True)
+class Service:
+    name: str
+    description: str
+    rootfs: str
+    exec: tuple[str, ...]  # empty when boot is true
+    boot: bool
+    user: str
+    working_directory: str
+    environment: tuple[tuple[str, str], ...]
+    dependencies: tuple[Dependency, ...]
+    ports: tuple[Port, ...]
+    publish: tuple[Publish, ...]
+    network: NetworkMode
+    address: str  # fixed address on the host bridge; "" = allocated
+    config: tuple[ConfigFile, ...]
+    state: tuple[StateDir, ...]
+    readiness: Readiness
+    restart: RestartPolicy
+    restart_sec: int
+    stop_timeout: int
+    limits: Limits
+    source: Path  # the definition file
+    loc: Location = field(compare=False, default=Location(""))
+
+    def deps(self, *kinds: DependencyKind) -> tuple[str, ...]:
+        return tuple(d.name for d in self.dependencies if not kinds or d.kind in kinds)
+
+    @property
+    def machine(self) -> str:
+        """The nspawn machine (and image) name."""
+        return self.name
+
+
+@dataclass(frozen=True, slots=True)
+class Host:
+    name: str
+    address: str
+    roles: tuple[str, ...]
+    services: tuple[Service, ...]  # overrides applied, sorted by name
+    loc: Location = field(compare=False, default=Location(""))
+
+    def service(self, name: str) -> Service | None:
+        for s in self.services:
+            if s.name == name:
+                return s
+        return None
+
+
+@dataclass(frozen=True, slots=True)
+class Deployment:
+    root: Path
+    hosts: tuple[Host, ...]  # sorted by name
+    roles: tuple[tuple[str, tuple[str, ...]], ...]
+    services: tuple[Service, ...]  # base definitions, before overrides
+
+    def host(self, name: str) -> Host | None:
+        for h in self.hosts:
+            if h.name == name:
+                return h
+        return None
+
+    def placement(self) -> dict[str, tuple[str, ...]]:
+        """Service name → hosts that run it."""
+        out: dict[str, list[str]] = {}
+        for h in self.hosts:
+            for s in h.services:
+                out.setdefault(s.name, []).append(h.name)
+        return {k: tuple(v) for k, v in sorted(out.items())}

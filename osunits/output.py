@@ -1,0 +1,279 @@
+"""Write a host's planned files under a root: atomically, and only files osunits owns.
+
+Ownership is recorded in ``ROOT/var/lib/osunits/manifest.json`` (path → sha256
+of what osunits wrote).  A file that exists but is not in the manifest, or was
+changed since osunits wrote it, is never overwritten or deleted: the whole run
+stops with a list of such files before anything is written.
+
+A run commits in two phases, with a journal between them:
+
+1. *stage*: every new file is written next to its target as ``.NAME.osunits-new``
+   and fsynced; a journal (``manifest.journal``) lists them first, so a run
+   killed here is rolled back by the next one (temp files removed, old set intact);
+2. *commit*: the journal is marked committing, then each temp file is renamed
+   over its target and stale files are removed; a run killed here is rolled
+   forward by the next one.  Then the new manifest replaces the old.
+"""
+
+from __future__ import annotations
+
+import difflib
+import hashlib
+import json
+import os
+from dataclasses import dataclass, field
+from enum import StrEnum
+from pathlib import Path, PurePosixPath
+
+from osunits.errors import OutputError
+from osunits.plan import OSUNITS_LIB, PlannedFile
+
+MANIFEST = OSUNITS_LIB / "manifest.json"
+JOURNAL = OSUNITS_LIB / "manifest.journal"
+TMP_SUFFIX = ".osunits-new"
+
+
+class Change(StrEnum):
+    ADD = "add"
+    UPDATE = "update"
+    REMOVE = "remove"
+
+
+@dataclass(frozen=True, slots=True)
+class FileChange:
+    path: PurePosixPath
+    change: Change
+    old: bytes | None  # current content (or "->target" for a symlink)
+    new: bytes | None
+
+
+@dataclass(slots=True)
+class Result:
+    changes: list[FileChange] = field(default_factory=list)
+    written: bool = False
+
+    @property
+    def changed(self) -> bool:
+        return bool(self.changes)
+
+
+def _on_disk(root: Path, p: PurePosixPath) -> Path:
+    return root / p.relative_to("/")
+
+
+def _read_current(path: Path) -> bytes | None:
+    """Current content of ``path`` in the form PlannedFile.digest hashes; None if absent."""
+    try:
+        if path.is_symlink():
+            return b"->" + os.readlink(path).encode()
+        if path.is_dir():
+            return b"<directory>"
+        return path.read_bytes()
+    except FileNotFoundError:
+        return None
+
+
+def _digest(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+def _planned_bytes(f: PlannedFile) -> bytes:
+    return b"->" + f.link.encode() if f.link else f.content
+
+
+def load_manifest(root: Path) -> dict[str, str]:
+    recover(root)
+    path = _on_disk(root, MANIFEST)
+    try:
+        data = json.loads(path.read_text())
+    except FileNotFoundError:
+        return {}
+    except (OSError, ValueError) as e:
+        raise OutputError(f"{path}: unreadable ownership manifest ({e}); "
+                          "refusing to touch any file") from e
+    files = data.get("files", {})
+    if not isinstance(files, dict):
+        raise OutputError(f"{path}: malformed ownership manifest")
+    return {str(k): str(v) for k, v in files.items()}
+
+
+def plan_changes(root: Path, files: tuple[PlannedFile, ...]) -> list[FileChange]:
+    """What writing ``files`` would change; raises OutputError on any unowned conflict."""
+    owned = load_manifest(root)
+    conflicts: list[str] = []
+    changes: list[FileChange] = []
+    planned = {str(f.path) for f in files}
+    for f in files:
+        disk = _on_disk(root, f.path)
+        cur = _read_current(disk)
+        new = _planned_bytes(f)
+        if cur is None:
+            changes.append(FileChange(f.path, Change.ADD, None, new))
+            continue
+        known = owned.get(str(f.path))
+        if known is None:
+            if cur == new:
+                conflicts.append(f"{disk}: exists and is not osunits' (identical content; "
+                                 "remove it to let osunits own it)")
+            else:
+                conflicts.append(f"{disk}: exists and is not osunits' to overwrite")
+        elif known != _digest(cur):
+            conflicts.append(f"{disk}: changed since osunits wrote it; "
+                             "move your change into the deployment, then remove the file")
+        elif cur != new or not f.link and (disk.stat().st_mode & 0o7777) != f.mode:
+            changes.append(FileChange(f.path, Change.UPDATE, cur, new))
+    for path, digest in sorted(owned.items()):
+        if path in planned:
+            continue
+        disk = _on_disk(root, PurePosixPath(path))
+        cur = _read_current(disk)
+        if cur is None:
+            continue
+        if _digest(cur) != digest:
+            conflicts.append(f"{disk}: osunits would remove it, but it changed since osunits "
+                             "wrote it; remove it yourself")
+            continue
+        changes.append(FileChange(PurePosixPath(path), Change.REMOVE, cur, None))
+    if conflicts:
+        raise OutputError("refusing to write; nothing was changed:\n  " + "\n  ".join(conflicts))
+    return sorted(changes, key=lambda c: c.path)
+
+
+def render_diff(changes: list[FileChange]) -> str:
+    out: list[str] = []
+    for c in changes:
+        old = (c.old or b"").decode(errors="replace").splitlines(keepends=True)
+        new = (c.new or b"").decode(errors="replace").splitlines(keepends=True)
+        a = "/dev/null" if c.change is Change.ADD else f"a{c.path}"
+        b = "/dev/null" if c.change is Change.REMOVE else f"b{c.path}"
+        diff = list(difflib.unified_diff(old, new, a, b))
+        if not diff:
+            diff = [f"--- {a}\n", f"+++ {b}\n", "(mode changed)\n"]
+        out.extend(line if line.endswith("\n") else line + "\n\\ No newline at end of file\n"
+                   for line in diff)
+    return "".join(out)
+
+
+def write_files(root: Path, files: tuple[PlannedFile, ...], *, dry_run: bool = False) -> Result:
+    """Make the files under ``root`` exactly ``files`` (osunits' own files only)."""
+    changes = plan_changes(root, files)
+    result = Result(changes)
+    manifest_path = _on_disk(root, MANIFEST)
+    if dry_run or (not changes and manifest_path.exists()):
+        return result
+    by_path = {f.path: f for f in files}
+    staged: list[tuple[str, str]] = []
+    journal_path = _on_disk(root, JOURNAL)
+    journal_path.parent.mkdir(parents=True, exist_ok=True)
+    to_stage = [c for c in changes if c.change is not Change.REMOVE]
+    temps = [str(_tmp_for(_on_disk(root, c.path))) for c in to_stage]
+    _write_json(journal_path, {"state": "staging", "temps": temps})
+    for c, tmp in zip(to_stage, temps, strict=True):
+        f = by_path[c.path]
+        _stage(Path(tmp), f)
+        staged.append((tmp, str(_on_disk(root, c.path))))
+    removals = [str(_on_disk(root, c.path)) for c in changes if c.change is Change.REMOVE]
+    new_manifest = {str(f.path): f.digest for f in files}
+    _write_json(journal_path, {"state": "committing", "renames": staged, "removals": removals,
+                               "manifest": new_manifest})
+    _commit(root, staged, removals, new_manifest)
+    result.written = True
+    return result
+
+
+def recover(root: Path) -> None:
+    """Finish or undo a run that was killed (see the module docstring)."""
+    journal_path = _on_disk(root, JOURNAL)
+    try:
+        journal = json.loads(journal_path.read_text())
+    except FileNotFoundError:
+        return
+    except ValueError:
+        journal = {"state": "staging", "temps": []}  # torn write: nothing was committed yet
+    if journal.get("state") == "committing":
+        _commit(root, journal["renames"], journal["removals"], journal["manifest"])
+        return
+    for tmp in journal.get("temps", []):
+        Path(tmp).unlink(missing_ok=True)
+    journal_path.unlink()
+
+
+def _commit(root: Path, renames: list[tuple[str, str]] | list[list[str]], removals: list[str],
+            manifest: dict[str, str]) -> None:
+    dirs: set[Path] = set()
+    for tmp, final in renames:
+        if os.path.lexists(tmp):
+            fin = Path(final)
+            if fin.is_dir() and not fin.is_symlink():
+                raise OutputError(f"{fin}: is a directory")
+            os.replace(tmp, final)
+        dirs.add(Path(final).parent)
+    for path in removals:
+        p = Path(path)
+        if p.is_symlink() or p.exists():
+            p.unlink()
+        _prune_empty(p.parent, root)
+        dirs.add(p.parent)
+    for d in sorted(dirs):
+        _fsync_dir(d)
+    _write_json(_on_disk(root, MANIFEST), {"version": 1, "files": dict(sorted(manifest.items()))})
+    _on_disk(root, JOURNAL).unlink(missing_ok=True)
+
+
+def _tmp_for(path: Path) -> Path:
+    return path.with_name(f".{path.name}{TMP_SUFFIX}")
+
+
+def _stage(tmp: Path, f: PlannedFile) -> None:
+    tmp.parent.mkdir(parents=True, exist_ok=True)
+    if os.path.lexists(tmp):
+        tmp.unlink()
+    if f.link:
+        os.symlink(f.link, tmp)
+        return
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, f.mode)
+    try:
+        view = memoryview(f.content)
+        while view:
+            view = view[os.write(fd, view):]
+        os.fchmod(fd, f.mode)  # not subject to the umask
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _write_json(path: Path, data: object) -> None:
+    tmp = _tmp_for(path)
+    tmp.parent.mkdir(parents=True, exist_ok=True)
+    with open(tmp, "w") as fh:
+        json.dump(data, fh, indent=1, sort_keys=True)
+        fh.write("\n")
+        fh.flush()
+        os.fsync(fh.fileno())
+    os.replace(tmp, path)
+    _fsync_dir(path.parent)
+
+
+def _fsync_dir(d: Path) -> None:
+    try:
+        fd = os.open(d, os.O_RDONLY | os.O_DIRECTORY)
+    except FileNotFoundError:
+        return
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _prune_empty(d: Path, root: Path) -> None:
+    # Only the per-service directories osunits creates (drop-in and config dirs).
+    stop = {root / "etc/systemd/system", root / "var/lib/osunits/config", root / "var/lib/osunits"}
+    while d not in stop and root in d.parents:
+        if d.name.endswith(".service.d") or (root / "var/lib/osunits/config") in d.parents:
+            try:
+                d.rmdir()
+            except OSError:
+                return
+            d = d.parent
+        else:
+            return

@@ -1,0 +1,93 @@
+"""Render unit templates (unit_templates/) and the deployment's config templates.
+
+Unit templates see only escaped values: the environment's ``finalize`` hook
+refuses any printed value that did not pass through one of the filters of
+``osunits.systemd.escape``, so an unescaped value cannot reach a unit file.
+"""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import jinja2
+import jinja2.sandbox
+
+from jinja2.exceptions import SecurityError
+
+from osunits.errors import DeploymentError, Location, Problem
+from osunits.systemd import escape
+
+UNIT_TEMPLATES = Path(__file__).parent / "unit_templates"
+if not UNIT_TEMPLATES.is_dir():  # running from a source tree without installing
+    UNIT_TEMPLATES = Path(__file__).parent.parent / "unit_templates"
+
+
+class UnescapedValue(TypeError):
+    pass
+
+
+def _finalize(value: Any) -> Any:
+    if isinstance(value, escape.Escaped):
+        return value
+    if value is None or value == "":
+        return ""
+    raise UnescapedValue(f"template printed {value!r} without an escaping filter")
+
+
+@functools.cache
+def unit_env() -> jinja2.Environment:
+    env = jinja2.Environment(
+        loader=jinja2.FileSystemLoader(str(UNIT_TEMPLATES)),
+        undefined=jinja2.StrictUndefined,
+        finalize=_finalize,
+        autoescape=False,
+        keep_trailing_newline=True,
+        trim_blocks=True,
+        lstrip_blocks=True,
+    )
+    env.filters.update(
+        unit=escape.unit_value,
+        exec=escape.exec_line,
+        unit_env=lambda kv: escape.unit_environment(kv[0], kv[1]),
+        nspawn=escape.nspawn_value,
+        nspawn_words=escape.nspawn_words,
+        nspawn_env=lambda kv: escape.nspawn_word(f"{kv[0]}={kv[1]}"),
+        bind=lambda sd: escape.nspawn_bind(sd[0], sd[1]),
+    )
+    return env
+
+
+def render_unit(template: str, **context: Any) -> str:
+    return unit_env().get_template(template).render(**context)
+
+
+class ConfigRenderer:
+    """The deployment's own templates (templates/), sandboxed and strict."""
+
+    def __init__(self, templates_dir: Path) -> None:
+        self.dir = templates_dir
+        self.env = jinja2.sandbox.SandboxedEnvironment(
+            loader=jinja2.FileSystemLoader(str(templates_dir)),
+            undefined=jinja2.StrictUndefined,
+            keep_trailing_newline=True,
+            autoescape=False,
+        )
+
+    def render(self, name: str, context: Mapping[str, Any], where: Location | None) -> str:
+        try:
+            return self.env.get_template(name).render(**context)
+        except jinja2.TemplateNotFound:
+            raise DeploymentError([Problem(
+                "T001", f"config template {name!r} not found in {self.dir}", where,
+                "config.template")]) from None
+        except jinja2.TemplateSyntaxError as e:
+            raise DeploymentError([Problem(
+                "T002", f"template syntax error: {e.message}",
+                Location(str(self.dir / name), e.lineno or 0), "config.template")]) from None
+        except (jinja2.UndefinedError, SecurityError, TypeError,
+                ValueError) as e:
+            raise DeploymentError([Problem(
+                "T003", f"cannot render {name}: {e}", where, "config.template")]) from None

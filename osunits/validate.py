@@ -1,0 +1,383 @@
+"""Turn the loaded YAML of a deployment directory into the typed model.
+
+A deployment directory holds ``deployment.yaml`` (inventory, roles, defaults),
+``services/NAME.yaml`` (one definition each) and ``templates/`` (config file
+templates).  All problems are collected, then raised together.
+"""
+
+from __future__ import annotations
+
+import difflib
+from collections.abc import Callable
+from pathlib import Path
+from typing import TypeVar
+
+from osunits import fields
+from osunits.errors import DeploymentError, Location, Problem
+from osunits.fields import FIELDS_BY_KEY, SERVICE_FIELDS, Invalid
+from osunits.load import Mapping, Scalar, Sequence, Value, load_yaml
+from osunits.model import (
+    Dependency,
+    DependencyKind,
+    Deployment,
+    Host,
+    Readiness,
+    ReadinessKind,
+    Service,
+)
+
+T = TypeVar("T")
+
+DEPLOYMENT_FILE = "deployment.yaml"
+SERVICES_DIR = "services"
+TEMPLATES_DIR = "templates"
+
+# Merged key by key rather than replaced, so an override can add one variable.
+_MERGED_KEYS = {"environment", "limits"}
+
+
+def load_deployment(root: Path) -> Deployment:
+    """Read and validate the deployment in ``root``; raise DeploymentError with every problem."""
+    problems: list[Problem] = []
+    top_path = root / DEPLOYMENT_FILE
+    if not root.is_dir():
+        raise DeploymentError([Problem("E000", "deployment directory not found", Location(str(root)))])
+    if not top_path.is_file():
+        raise DeploymentError([Problem("E000", f"no {DEPLOYMENT_FILE} here", Location(str(root)),
+                                       hint="give --deployment DIR or set OSUNITS_DEPLOYMENT")])
+    top = _collect(problems, lambda: load_yaml(top_path))
+    broken: set[str] = set()  # services whose file did not load: already reported
+    raw_services = _load_service_files(root / SERVICES_DIR, problems, broken)
+    if top is None:
+        raise DeploymentError(problems)
+    problems += fields.check_keys(top, fields.DEPLOYMENT_KEYS, "deployment.yaml")
+
+    defaults = _mapping_or_empty(top, "defaults", problems)
+    if defaults is not None:
+        problems += fields.check_keys(defaults, FIELDS_BY_KEY, "defaults")
+        for k in ("name", "rootfs"):
+            if k in defaults.entries:
+                problems.append(Problem("E102", "cannot have a default", defaults.key_loc(k), key=k))
+
+    base: dict[str, Service] = {}
+    raw_by_name: dict[str, Mapping] = {}
+    for name, raw in raw_services.items():
+        merged = _merge(defaults, raw) if defaults else raw
+        svc = _build_service(name, merged, problems, check_unknown=True)
+        raw_by_name[name] = merged
+        if svc is not None:
+            base[name] = svc
+
+    roles = _load_roles(top, raw_services, broken, problems)
+    hosts = _load_hosts(top, roles, raw_by_name, base, broken, problems)
+
+    if any(p.severity == "error" for p in problems):
+        raise DeploymentError(problems)
+    return Deployment(
+        root=root,
+        hosts=tuple(sorted(hosts, key=lambda h: h.name)),
+        roles=tuple(sorted((n, r[0]) for n, r in roles.items())),
+        services=tuple(base[n] for n in sorted(base)),
+    )
+
+
+def _collect(problems: list[Problem], fn: Callable[[], T]) -> T | None:
+    try:
+        return fn()
+    except DeploymentError as e:
+        problems.extend(e.problems)
+        return None
+
+
+def _load_service_files(sdir: Path, problems: list[Problem],
+                        broken: set[str]) -> dict[str, Mapping]:
+    out: dict[str, Mapping] = {}
+    if not sdir.is_dir():
+        problems.append(Problem("E000", "no services/ directory", Location(str(sdir))))
+        return out
+    paths = sorted(p for p in sdir.iterdir() if p.suffix in (".yaml", ".yml"))
+    for path in paths:
+        m = _collect(problems, lambda path=path: load_yaml(path))  # type: ignore[misc]
+        if m is None:
+            broken.add(path.stem)
+            continue
+        stem = path.stem
+        name_v = m.get("name")
+        name = stem
+        if name_v is not None:
+            try:
+                name = fields.parse_name(name_v)
+            except Invalid as e:
+                problems.append(Problem("E103", str(e), e.loc or name_v.loc, "name", e.hint))
+                continue
+            if name != stem:
+                problems.append(Problem("E104", f"name {name!r} differs from the file name",
+                                        name_v.loc, "name", hint=f"rename the file to {name}.yaml"))
+                continue
+        elif not fields.NAME_RE.match(stem):
+            problems.append(Problem("E103", f"{stem!r} is not a valid service name",
+                                    Location(str(path)), "name",
+                                    "use lower-case letters, digits and '-', starting with a letter"))
+            continue
+        if name in out:
+            problems.append(Problem("E105", f"service {name!r} is defined twice", m.loc, "name",
+                                    hint=f"also defined in {out[name].source}"))
+            continue
+        out[name] = m
+    return out
+
+
+def _mapping_or_empty(top: Mapping, key: str, problems: list[Problem]) -> Mapping | None:
+    v = top.get(key)
+    if v is None or (isinstance(v, Scalar) and v.value is None):
+        return None
+    if not isinstance(v, Mapping):
+        problems.append(Problem("E106", "expected a mapping", v.loc, key))
+        return None
+    return v
+
+
+def _merge(base: Mapping, over: Mapping) -> Mapping:
+    """Layer ``over`` on ``base``; locations follow the value that wins."""
+    entries = dict(base.entries)
+    key_locs = dict(base.key_locs)
+    for k, v in over.entries.items():
+        old = entries.get(k)
+        if k in _MERGED_KEYS and isinstance(old, Mapping) and isinstance(v, Mapping):
+            v = _merge(old, v)
+        entries[k] = v
+        key_locs[k] = over.key_loc(k)
+    return Mapping(entries, key_locs, over.loc, over.source)
+
+
+def _build_service(name: str, m: Mapping, problems: list[Problem], *,
+                   check_unknown: bool) -> Service | None:
+    n_before = len(problems)
+    if check_unknown:
+        problems += fields.check_keys(m, FIELDS_BY_KEY, "a service")
+    values: dict[str, object] = {}
+    for f in SERVICE_FIELDS:
+        v = m.get(f.key)
+        if v is None:
+            if f.required:
+                problems.append(Problem("E107", "missing required key", m.loc, f.key,
+                                        hint=f.help))
+            values[f.key] = f.default
+            continue
+        try:
+            values[f.key] = f.parse(v)
+        except Invalid as e:
+            problems.append(Problem("E108", str(e), e.loc or v.loc or m.key_loc(f.key),
+                                    f.key, e.hint))
+    values["name"] = name
+    if len(problems) > n_before:
+        return None
+    if values["boot"] and values["exec"]:
+        problems.append(Problem("E109", "give either exec or boot: true, not both",
+                                m.key_loc("exec"), "exec"))
+    elif not values["boot"] and not values["exec"]:
+        problems.append(Problem("E109", "missing the command to run", m.loc, "exec",
+                                hint="give exec: [...], or boot: true to boot the container's init"))
+    deps = []
+    seen: dict[str, str] = {}
+    for kind in DependencyKind:
+        v = m.get(str(kind))
+        for dep_name, item in zip(values[str(kind)], _items(v), strict=False):  # type: ignore[call-overload]
+            if dep_name == name:
+                problems.append(Problem("E110", "a service cannot depend on itself", item.loc,
+                                        str(kind)))
+            elif dep_name in seen:
+                problems.append(Problem("E111", f"{dep_name!r} is already listed under "
+                                        f"{seen[dep_name]}", item.loc, str(kind),
+                                        hint="list each dependency once, under its strongest kind"))
+            else:
+                seen[dep_name] = str(kind)
+                deps.append(Dependency(dep_name, kind, item.loc))
+    readiness = values["readiness"]
+    if readiness is None:
+        readiness = Readiness(ReadinessKind.NONE)
+    if len(problems) > n_before:
+        return None
+    source = Path(m.source)
+    return Service(
+        name=name,
+        description=values["description"] or f"osunits service {name}",  # type: ignore[arg-type]
+        rootfs=values["rootfs"],  # type: ignore[arg-type]
+        exec=values["exec"],  # type: ignore[arg-type]
+        boot=values["boot"],  # type: ignore[arg-type]
+        user=values["user"],  # type: ignore[arg-type]
+        working_directory=values["working_directory"],  # type: ignore[arg-type]
+        environment=values["environment"],  # type: ignore[arg-type]
+        dependencies=tuple(deps),
+        ports=values["ports"],  # type: ignore[arg-type]
+        publish=values["publish"],  # type: ignore[arg-type]
+        network=values["network"],  # type: ignore[arg-type]
+        address=values["address"],  # type: ignore[arg-type]
+        config=values["config"],  # type: ignore[arg-type]
+        state=values["state"],  # type: ignore[arg-type]
+        readiness=readiness,  # type: ignore[arg-type]
+        restart=values["restart"],  # type: ignore[arg-type]
+        restart_sec=values["restart_sec"],  # type: ignore[arg-type]
+        stop_timeout=values["stop_timeout"],  # type: ignore[arg-type]
+        limits=values["limits"],  # type: ignore[arg-type]
+        source=source,
+        loc=m.loc,
+    )
+
+
+def _items(v: Value | None) -> tuple[Value, ...]:
+    return v.items if isinstance(v, Sequence) else ()
+
+
+def _name_list(v: Value, key: str, problems: list[Problem]) -> list[tuple[str, Location]]:
+    if isinstance(v, Scalar) and v.value is None:
+        return []
+    if not isinstance(v, Sequence):
+        problems.append(Problem("E106", "expected a list of names", v.loc, key))
+        return []
+    out = []
+    for it in v.items:
+        try:
+            out.append((fields.parse_name(it), it.loc))
+        except Invalid as e:
+            problems.append(Problem("E103", str(e), it.loc, key, e.hint))
+    return out
+
+
+def _unknown_name(what: str, name: str, known: list[str], loc: Location, key: str) -> Problem:
+    close = difflib.get_close_matches(name, known, n=1)
+    hint = f"did you mean {close[0]!r}?" if close else ""
+    return Problem("E120", f"unknown {what} {name!r}", loc, key, hint)
+
+
+_Role = tuple[tuple[str, ...], Mapping | None, Location]
+
+
+def _load_roles(top: Mapping, services: dict[str, Mapping], broken: set[str],
+                problems: list[Problem]) -> dict[str, _Role]:
+    roles: dict[str, _Role] = {}
+    rm = _mapping_or_empty(top, "roles", problems)
+    if rm is None:
+        return roles
+    for rname, rv in rm.entries.items():
+        kloc = rm.key_loc(rname)
+        if not fields.NAME_RE.match(rname):
+            problems.append(Problem("E103", f"{rname!r} is not a valid role name", kloc, "roles"))
+            continue
+        if isinstance(rv, Sequence):  # short form: a list of services
+            rv = Mapping({"services": rv}, {"services": rv.loc}, rv.loc, rm.source)
+        if not isinstance(rv, Mapping):
+            problems.append(Problem("E106", "expected a mapping or a list of services", rv.loc,
+                                    f"roles.{rname}"))
+            continue
+        problems += fields.check_keys(rv, fields.ROLE_KEYS, f"role {rname!r}")
+        names = []
+        for sname, loc in _name_list(rv.get("services") or Scalar(None, rv.loc),
+                                     f"roles.{rname}.services", problems):
+            if sname not in services and sname not in broken:
+                problems.append(_unknown_name("service", sname, list(services), loc,
+                                              f"roles.{rname}.services"))
+            names.append(sname)
+        overrides = _overrides(rv, f"roles.{rname}", set(names), problems)
+        roles[rname] = (tuple(names), overrides, kloc)
+    return roles
+
+
+def _overrides(m: Mapping, where: str, allowed: set[str] | None,
+               problems: list[Problem]) -> Mapping | None:
+    ov = _mapping_or_empty(m, "overrides", problems)
+    if ov is None:
+        return None
+    for sname, sv in ov.entries.items():
+        loc = ov.key_loc(sname)
+        if allowed is not None and sname not in allowed:
+            problems.append(_unknown_name(f"service (not in {where})", sname, sorted(allowed),
+                                          loc, f"{where}.overrides"))
+        elif not isinstance(sv, Mapping):
+            problems.append(Problem("E106", "expected a mapping of service keys", sv.loc,
+                                    f"{where}.overrides.{sname}"))
+        else:
+            problems += fields.check_keys(sv, FIELDS_BY_KEY, f"overrides of {sname!r}")
+            if "name" in sv.entries:
+                problems.append(Problem("E102", "cannot be overridden", sv.key_loc("name"),
+                                        "name"))
+    return ov
+
+
+def _load_hosts(top: Mapping, roles: dict[str, _Role], raw: dict[str, Mapping],
+                base: dict[str, Service], broken: set[str],
+                problems: list[Problem]) -> list[Host]:
+    hm = _mapping_or_empty(top, "hosts", problems)
+    if hm is None:
+        problems.append(Problem("E121", "the deployment has no hosts", top.loc, "hosts"))
+        return []
+    hosts = []
+    addresses: dict[str, str] = {}
+    for hname, hv in hm.entries.items():
+        kloc = hm.key_loc(hname)
+        if not fields.NAME_RE.match(hname):
+            problems.append(Problem("E103", f"{hname!r} is not a valid host name", kloc, "hosts"))
+            continue
+        if not isinstance(hv, Mapping):
+            problems.append(Problem("E106", "expected a mapping", hv.loc, f"hosts.{hname}"))
+            continue
+        problems += fields.check_keys(hv, fields.HOST_KEYS, f"host {hname!r}")
+        address = ""
+        av = hv.get("address")
+        if av is None:
+            problems.append(Problem("E107", "missing required key", hv.loc, "address"))
+        else:
+            try:
+                address = fields.parse_address(av)
+            except Invalid as e:
+                problems.append(Problem("E108", str(e), av.loc, "address"))
+            if address in addresses:
+                problems.append(Problem("E122", f"address {address} is also host "
+                                        f"{addresses[address]!r}'s", av.loc, "address"))
+            addresses.setdefault(address, hname)
+        role_names = []
+        layers: list[Mapping] = []
+        svc_names: list[str] = []
+        for rname, loc in _name_list(hv.get("roles") or Scalar(None, hv.loc),
+                                     f"hosts.{hname}.roles", problems):
+            role = roles.get(rname)
+            if role is None:
+                problems.append(_unknown_name("role", rname, list(roles), loc,
+                                              f"hosts.{hname}.roles"))
+                continue
+            role_names.append(rname)
+            svc_names += [s for s in role[0] if s not in svc_names]
+        for sname, loc in _name_list(hv.get("services") or Scalar(None, hv.loc),
+                                     f"hosts.{hname}.services", problems):
+            if sname not in raw and sname not in broken:
+                problems.append(_unknown_name("service", sname, sorted(raw), loc,
+                                              f"hosts.{hname}.services"))
+            elif sname not in svc_names:
+                svc_names.append(sname)
+        host_ov = _overrides(hv, f"host {hname!r}", set(svc_names), problems)
+        services = []
+        for sname in sorted(svc_names):
+            if sname not in base:
+                continue  # its own errors were reported already
+            layers = [ov for rn in role_names
+                      if (ov := _override_for(roles[rn][1], sname)) is not None]
+            if (hov := _override_for(host_ov, sname)) is not None:
+                layers.append(hov)
+            if not layers:
+                services.append(base[sname])
+                continue
+            merged = raw[sname]
+            for layer in layers:
+                merged = _merge(merged, layer)
+            svc = _build_service(sname, merged, problems, check_unknown=False)
+            if svc is not None:
+                services.append(svc)
+        hosts.append(Host(hname, address, tuple(role_names), tuple(services), kloc))
+    return hosts
+
+
+def _override_for(ov: Mapping | None, sname: str) -> Mapping | None:
+    if ov is None:
+        return None
+    v = ov.get(sname)
+    return v if isinstance(v, Mapping) else None

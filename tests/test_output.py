@@ -1,0 +1,196 @@
+"""Writing: ownership, stale removal, atomicity under SIGKILL, --diff exit codes."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+from pathlib import Path, PurePosixPath
+
+import pytest
+from pyfakefs.fake_filesystem_unittest import Patcher
+from typer.testing import CliRunner
+
+from osunits.cli import app
+from osunits.errors import OutputError
+from osunits.output import JOURNAL, MANIFEST, load_manifest, write_files
+from osunits.plan import PlannedFile
+from tests.conftest import EXAMPLE, REPO, snapshot
+
+
+def pf(path: str, text: str = "", link: str = "") -> PlannedFile:
+    return PlannedFile(PurePosixPath(path), text.encode(), 0o644, link)
+
+
+def test_write_update_remove_with_fakefs() -> None:
+    with Patcher():
+        root = Path("/r")
+        root.mkdir()
+        res = write_files(root, (pf("/etc/a.conf", "one\n"), pf("/var/lib/machines/x", link="/img")))
+        assert res.written and len(res.changes) == 2
+        assert (root / "etc/a.conf").read_text() == "one\n"
+        assert os.readlink(root / "var/lib/machines/x") == "/img"
+        assert set(load_manifest(root)) == {"/etc/a.conf", "/var/lib/machines/x"}
+        # a rerun with the same plan changes nothing
+        assert not write_files(root, (pf("/etc/a.conf", "one\n"),
+                                      pf("/var/lib/machines/x", link="/img"))).changed
+        # a file leaving the plan is removed; a changed one updated
+        res = write_files(root, (pf("/etc/a.conf", "two\n"),))
+        assert [(str(c.path), str(c.change)) for c in res.changes] == [
+            ("/etc/a.conf", "update"), ("/var/lib/machines/x", "remove")]
+        assert not (root / "var/lib/machines/x").is_symlink()
+        assert (root / "etc/a.conf").read_text() == "two\n"
+
+
+def test_refuses_unowned_and_edited_files_and_writes_nothing() -> None:
+    with Patcher():
+        root = Path("/r")
+        (root / "etc").mkdir(parents=True)
+        (root / "etc/theirs.conf").write_text("operator's\n")
+        with pytest.raises(OutputError, match="theirs.conf: exists and is not osunits'"):
+            write_files(root, (pf("/etc/new.conf", "x"), pf("/etc/theirs.conf", "ours")))
+        assert not (root / "etc/new.conf").exists()
+        assert (root / "etc/theirs.conf").read_text() == "operator's\n"
+        write_files(root, (pf("/etc/ours.conf", "v1"),))
+        (root / "etc/ours.conf").write_text("edited by hand")
+        with pytest.raises(OutputError, match="changed since osunits wrote it"):
+            write_files(root, (pf("/etc/ours.conf", "v2"),))
+        with pytest.raises(OutputError, match="osunits would remove it"):
+            write_files(root, ())
+        assert (root / "etc/ours.conf").read_text() == "edited by hand"
+
+
+def test_unreadable_manifest_refuses_everything() -> None:
+    with Patcher():
+        root = Path("/r")
+        m = root / str(MANIFEST).lstrip("/")
+        m.parent.mkdir(parents=True)
+        m.write_text("{not json")
+        with pytest.raises(OutputError, match="unreadable ownership manifest"):
+            write_files(root, (pf("/etc/a", "x"),))
+
+
+# The child runs `generate`, SIGKILLing itself at its Nth file operation.
+_KILLER = """
+import os, signal, sys
+sys.path.insert(0, {repo!r})
+n = int(sys.argv[1])
+count = [0]
+def hook(real):
+    def wrapped(*a, **k):
+        count[0] += 1
+        if count[0] == n:
+            os.kill(os.getpid(), signal.SIGKILL)
+        return real(*a, **k)
+    return wrapped
+import osunits.output as o
+o.os.replace = hook(os.replace)
+o.os.symlink = hook(os.symlink)
+o.os.fsync = hook(os.fsync)
+from osunits.cli import app
+app(sys.argv[2:])
+"""
+
+
+def _generate_killed_at(n: int, dep: Path, root: Path) -> int:
+    code = _KILLER.format(repo=str(REPO))
+    res = subprocess.run([sys.executable, "-c", code, str(n), "generate", "-H", "ctl01", "-d",
+                          str(dep), "--root", str(root), "--no-reload"],
+                         capture_output=True, check=False)
+    return res.returncode
+
+
+def test_sigkill_at_any_point_keeps_a_consistent_unit_set(example: Path, tmp_path: Path) -> None:
+    root = tmp_path / "root"
+    assert CliRunner().invoke(app, ["generate", "-H", "ctl01", "-d", str(example),
+                                    "--root", str(root)]).exit_code == 0
+    old = snapshot(root)
+    # the change: keystone gets a new environment variable, horizon leaves the host
+    ks = example / "services/keystone.yaml"
+    ks.write_text(ks.read_text() + "environment: {DEBUG: '1'}\n")
+    dep_yaml = example / "deployment.yaml"
+    dep_yaml.write_text(dep_yaml.read_text().replace("neutron-server, horizon]", "neutron-server]"))
+    new_root = tmp_path / "new"
+    assert CliRunner().invoke(app, ["generate", "-H", "ctl01", "-d", str(example),
+                                    "--root", str(new_root)]).exit_code == 0
+    new = snapshot(new_root)
+    assert old != new
+    killed = 0
+    for n in range(1, 400):
+        trial = tmp_path / f"t{n}"
+        subprocess.run(["cp", "-a", str(root), str(trial)], check=True)
+        rc = _generate_killed_at(n, example, trial)
+        if rc == 0:
+            break  # n is past the last file operation
+        assert rc == -signal.SIGKILL
+        killed += 1
+        state = snapshot(trial)
+        journal = trial / str(JOURNAL).lstrip("/")
+        if journal.exists() and '"committing"' in journal.read_text():
+            pass  # killed mid-commit: the next run must roll forward
+        else:
+            # killed while staging: the previous set is intact (ignoring staging leftovers)
+            assert {k: v for k, v in state.items() if ".osunits-new" not in k
+                    and "manifest.journal" not in k} == old
+        # the next run recovers, and ends with exactly the new set
+        res = CliRunner().invoke(app, ["generate", "-H", "ctl01", "-d", str(example),
+                                       "--root", str(trial)])
+        assert res.exit_code == 0, res.output
+        assert snapshot(trial) == new
+    assert killed >= 8  # every fsync, rename and symlink of this change
+
+
+def test_diff_and_dry_run_exit_codes(example: Path, tmp_path: Path) -> None:
+    root = tmp_path / "root"
+    r = CliRunner()
+    res = r.invoke(app, ["generate", "-H", "ctl01", "-d", str(example), "--root", str(root),
+                         "--dry-run"])
+    assert res.exit_code == 1 and "+ /etc/systemd/system/openstack.target" in res.output
+    assert not root.exists() or not any(root.iterdir())
+    assert r.invoke(app, ["generate", "-H", "ctl01", "-d", str(example),
+                          "--root", str(root)]).exit_code == 0
+    res = r.invoke(app, ["generate", "-H", "ctl01", "-d", str(example), "--root", str(root),
+                         "--diff"])
+    assert res.exit_code == 0 and res.output == ""
+    ks = example / "services/keystone.yaml"
+    ks.write_text(ks.read_text().replace("OpenStack Identity (keystone)", "Identity"))
+    before = snapshot(root)
+    res = r.invoke(app, ["generate", "-H", "ctl01", "-d", str(example), "--root", str(root),
+                         "--diff"])
+    assert res.exit_code == 1
+    assert "-Description=keystone: OpenStack Identity (keystone)" in res.output
+    assert "+Description=keystone: Identity" in res.output
+    assert snapshot(root) == before
+
+
+def test_service_leaving_host_removes_only_its_files(example: Path, tmp_path: Path) -> None:
+    root = tmp_path / "root"
+    r = CliRunner()
+    theirs = root / "etc/systemd/system/unrelated.service"
+    theirs.parent.mkdir(parents=True)
+    theirs.write_text("[Service]\nExecStart=/bin/true\n")
+    assert r.invoke(app, ["generate", "-H", "ctl01", "-d", str(example),
+                          "--root", str(root)]).exit_code == 0
+    assert (root / "etc/systemd/nspawn/horizon.nspawn").exists()
+    dep_yaml = example / "deployment.yaml"
+    dep_yaml.write_text(dep_yaml.read_text().replace("neutron-server, horizon]", "neutron-server]"))
+    res = r.invoke(app, ["generate", "-H", "ctl01", "-d", str(example), "--root", str(root)])
+    assert res.exit_code == 0, res.output
+    assert not (root / "etc/systemd/nspawn/horizon.nspawn").exists()
+    assert not (root / "etc/systemd/system/systemd-nspawn@horizon.service.d").exists()
+    assert not (root / "var/lib/machines/horizon").is_symlink()
+    assert not (root / "var/lib/osunits/config/horizon").exists()
+    assert theirs.read_text() == "[Service]\nExecStart=/bin/true\n"
+    assert (root / "etc/systemd/nspawn/keystone.nspawn").exists()
+
+
+def test_deployment_from_environment(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    monkeypatch.setenv("OSUNITS_DEPLOYMENT", str(EXAMPLE))
+    res = CliRunner().invoke(app, ["generate", "-H", "net01", "--root", str(tmp_path),
+                                   "--dry-run"])
+    assert res.exit_code == 1
+    assert "neutron-l3-agent.nspawn" in res.output
+    monkeypatch.setenv("OSUNITS_DEPLOYMENT", str(tmp_path / "nope"))
+    res = CliRunner().invoke(app, ["generate", "-H", "net01", "--root", str(tmp_path)])
+    assert res.exit_code == 2 and "deployment directory not found" in res.output

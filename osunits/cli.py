@@ -155,6 +155,128 @@ def schema() -> None:
     print(json.dumps(service_schema(), indent=2, sort_keys=True))
 
 
+BusOpt = Annotated[str | None, typer.Option(
+    "--bus", envvar="OSUNITS_BUS_ADDRESS", help="D-Bus address of the systemd to drive "
+    "[default: the local system bus]", show_default=False)]
+ServicesArg = Annotated[list[str] | None, typer.Argument(
+    help="Services (default: the host's openstack.target)", show_default=False)]
+
+
+def _systemd(bus: str | None):  # type: ignore[no-untyped-def]
+    try:
+        from osunits.runtime import Systemd
+    except ImportError:
+        print("osunits: the runtime needs pystemd (pip install 'osunits[runtime]')",
+              file=sys.stderr)
+        raise typer.Exit(2) from None
+    try:
+        return Systemd(bus)
+    except Exception as e:  # noqa: BLE001 - pystemd raises its own DBusError
+        print(f"osunits: cannot reach systemd on {bus or 'the system bus'}: {e}",
+              file=sys.stderr)
+        raise typer.Exit(2) from None
+
+
+def _run_verb(verb: str, services: list[str] | None, bus: str | None, timeout: float) -> None:
+    from osunits import control
+
+    with _systemd(bus) as sd:
+        try:
+            oc = control.run_verb(sd, verb, services or [], timeout=timeout, out=print)
+        except (TimeoutError, LookupError) as e:
+            print(f"osunits: {e}", file=sys.stderr)
+            raise typer.Exit(1) from None
+        control.report_outcome(sd, verb, oc, print)
+    if not oc.ok:
+        raise typer.Exit(1)
+
+
+TimeoutOpt = Annotated[float, typer.Option(help="Give up waiting after this many seconds")]
+
+
+@app.command()
+def start(services: ServicesArg = None, bus: BusOpt = None, timeout: TimeoutOpt = 900) -> None:
+    """Start services (default: openstack.target) and follow their jobs to the end."""
+    _run_verb("start", services, bus, timeout)
+
+
+@app.command()
+def stop(services: ServicesArg = None, bus: BusOpt = None, timeout: TimeoutOpt = 900) -> None:
+    """Stop services (default: all of openstack.target, in reverse dependency order)."""
+    _run_verb("stop", services, bus, timeout)
+
+
+@app.command()
+def restart(services: ServicesArg = None, bus: BusOpt = None, timeout: TimeoutOpt = 900) -> None:
+    """Restart services and follow the jobs to the end."""
+    _run_verb("restart", services, bus, timeout)
+
+
+@app.command()
+def status(bus: BusOpt = None,
+           as_json: Annotated[bool, typer.Option("--json", help="Machine-readable")] = False,
+           ) -> None:
+    """Per service: machine, state, since, main PID, memory, restarts, readiness."""
+    from osunits import control
+
+    with _systemd(bus) as sd:
+        try:
+            st = control.status(sd)
+        except LookupError as e:
+            print(f"osunits: {e}", file=sys.stderr)
+            raise typer.Exit(2) from None
+    print(json.dumps(st, indent=2, sort_keys=True) if as_json else control.format_status(st))
+    if st["active"] != "active" or any(r["active"] != "active" for r in st["services"]):
+        raise typer.Exit(1)
+
+
+@app.command()
+def watch(services: ServicesArg = None, bus: BusOpt = None,
+          duration: Annotated[float | None, typer.Option(
+              help="Stop after this many seconds [default: until interrupted]")] = None) -> None:
+    """Stream state changes as systemd reports them (no polling)."""
+    import time
+
+    from osunits import control
+    from osunits.runtime import TARGET, unit_of
+
+    with _systemd(bus) as sd:
+        units = [unit_of(s) for s in services] if services else [*sd.target_members(), TARGET]
+        until = time.time() + duration if duration else None
+        try:
+            for ch in sd.watch(units, until):
+                print(control.format_change(ch), flush=True)
+        except KeyboardInterrupt:
+            pass
+
+
+@app.command()
+def why(service: str, bus: BusOpt = None) -> None:
+    """Why is SERVICE not running? Walks its requirements to the root cause."""
+    from osunits import control
+
+    with _systemd(bus) as sd:
+        lines = control.why(sd, service)
+    print("\n".join(lines))
+    if len(lines) > 1 or " is running " not in lines[0]:
+        raise typer.Exit(1)
+
+
+@app.command()
+def logs(service: str, bus: BusOpt = None,
+         follow: Annotated[bool, typer.Option("--follow", "-f")] = False,
+         lines: Annotated[int, typer.Option("--lines", "-n")] = 50) -> None:
+    """Show SERVICE's journal (its container's output, and the container's own journal)."""
+    from osunits.control import journal_args
+    from osunits.runtime import unit_of
+
+    argv = ["journalctl", *journal_args(bus), "-u", unit_of(service), "-n", str(lines),
+            "--no-pager"]
+    if follow:
+        argv.append("-f")
+    os.execvp(argv[0], argv)
+
+
 def main() -> None:
     app()
 

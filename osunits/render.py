@@ -14,7 +14,6 @@ from typing import Any
 
 import jinja2
 import jinja2.sandbox
-
 from jinja2.exceptions import SecurityError
 
 from osunits.errors import DeploymentError, Location, Problem

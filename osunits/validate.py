@@ -55,9 +55,9 @@ def load_deployment(root: Path) -> Deployment:
     defaults = _mapping_or_empty(top, "defaults", problems)
     if defaults is not None:
         problems += fields.check_keys(defaults, FIELDS_BY_KEY, "defaults")
-        for k in ("name", "rootfs"):
-            if k in defaults.entries:
-                problems.append(Problem("E102", "cannot have a default", defaults.key_loc(k), key=k))
+        if "name" in defaults.entries:
+            problems.append(Problem("E102", "cannot have a default", defaults.key_loc("name"),
+                                    key="name"))
 
     base: dict[str, Service] = {}
     raw_by_name: dict[str, Mapping] = {}

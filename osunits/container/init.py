@@ -171,6 +171,7 @@ class NotifyCheck:
 
     def __init__(self):
         self.ready = False
+        self.status = None
 
     def describe(self):
         return "notify (READY=1 from the service)"
@@ -449,6 +450,7 @@ def main(argv):
     delay = BACKOFF_FIRST
     next_try = t0
     deadline = t0 + timeout if timeout > 0 else None
+    event_driven = isinstance(check, NotifyCheck)  # woken by the datagram itself
 
     while True:
         # 1. signals
@@ -476,12 +478,13 @@ def main(argv):
             break
         now = time.monotonic()
         # 3. readiness
-        if not ready and not stop_sig and now >= next_try:
+        if not ready and not stop_sig and (now >= next_try or event_driven):
             ok = check.poll(now)
             if ok:
                 ready = True
                 log(f"ready after {now - t0:.2f} s ({ready_spec})")
-                host_notify.send(f"READY=1\nSTATUS=ready ({ready_spec})")
+                status = getattr(check, "status", None) or f"ready ({ready_spec})"
+                host_notify.send(f"READY=1\nSTATUS={status}")
             elif ok is False:
                 next_try = now + delay
                 if isinstance(check, CommandCheck):  # a slow check: do not run it back to back
@@ -501,9 +504,10 @@ def main(argv):
         rlist = [wake_r] + ([nsock] if nsock is not None else [])
         wait = None
         if not ready and not stop_sig:
-            wait = max(0.0, next_try - now)
+            wait = None if event_driven else max(0.0, next_try - now)
             if deadline is not None:
-                wait = min(wait, max(0.0, deadline - now))
+                left = max(0.0, deadline - now)
+                wait = left if wait is None else min(wait, left)
         try:
             readable, _, _ = select.select(rlist, [], [], wait)
         except InterruptedError:
@@ -524,19 +528,20 @@ def main(argv):
 
 
 def forward_notify(nsock, check, host_notify):
+    """Pass the service's STATUS= on; note its READY=1 (sent on by the main loop)."""
     while True:
         try:
             data = nsock.recv(8192)
-        except (BlockingIOError, InterruptedError):
-            return
-        except OSError:
+        except OSError:  # drained (BlockingIOError) or gone
             return
         lines = data.decode(errors="replace").split("\n")
-        out = [ln for ln in lines if ln.startswith("STATUS=")]
+        status = [ln for ln in lines if ln.startswith("STATUS=")]
         if "READY=1" in lines and not check.ready:
-            check.ready = True  # the main loop logs and sends READY=1 itself
-        if out:
-            host_notify.send(out[-1])
+            check.ready = True
+            check.status = status[-1][7:] if status else None
+            return  # let the main loop send READY=1 before any later STATUS=
+        if status:
+            host_notify.send(status[-1])
 
 
 def describe_status(status):

@@ -9,9 +9,10 @@ Layout (``root`` is ``/`` unless the CLI gets ``--root``)::
 
 KEY is the spec's content hash chained with its base's key (``spec.spec_key``):
 an unchanged spec finds its layer and does nothing (and two specs with the same
-content share one layer).  A layer is built in ``.KEY16.tmp`` beside its final name and renamed into place only when
-complete (manifest written), so a killed build never leaves a half image under
-the final name; the next build removes the leftover.  A derived layer starts as
+content share one layer).  A layer is built in ``.KEY16.tmp`` beside its final
+name and renamed into place only when complete (manifest written), so a killed
+build never leaves a half image under the final name; the next build removes
+the leftover.  A derived layer starts as
 ``cp -a --reflink=auto`` of its base — plain directories, no btrfs subvolumes or
 ``machinectl clone``.  Machines run the image with ``Volatile=overlay``, so the
 tree is never written at run time.

@@ -1,0 +1,218 @@
+"""What the runtime commands do and print: start/stop/restart, status, watch, why, logs.
+
+Everything here asks systemd (through ``runtime.Systemd``); the intended graph
+is the one ``generate`` installed, read back live from the units' own
+Requires=/Wants=/After= — so it works on a host that has no deployment copy.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import re
+import shutil
+import subprocess
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from osunits.runtime import (
+    JOB_OK,
+    SERVICE,
+    TARGET,
+    UNIT,
+    UNIT_PREFIX,
+    JobEnd,
+    Systemd,
+    service_of,
+    unit_of,
+)
+
+Print = Callable[[str], None]
+_NO_VALUE = (1 << 64) - 1  # systemd's "unset" for unsigned properties
+
+
+def journal_args(address: str | None) -> list[str]:
+    """journalctl arguments reaching the journal of the systemd behind ``address``."""
+    m = re.match(r"^unix:path=(/proc/\d+/root)/", address or "")
+    return ["--root", m.group(1)] if m else []
+
+
+def last_log_lines(unit: str, address: str | None, n: int = 10) -> list[str]:
+    if shutil.which("journalctl") is None:
+        return []
+    res = subprocess.run(["journalctl", *journal_args(address), "-u", unit, "-n", str(n),
+                          "--no-pager", "-o", "short-iso", "-q"],
+                         capture_output=True, text=True, check=False)
+    return [ln for ln in res.stdout.splitlines() if ln.strip()]
+
+
+@dataclass(frozen=True, slots=True)
+class Outcome:
+    ok: bool
+    results: dict[str, JobEnd]
+    failed: dict[str, str]  # unit → job result, for the roots of failure
+    cancelled: dict[str, list[str]]  # failed unit → units cancelled because of it
+
+
+def run_verb(sd: Systemd, verb: str, services: list[str], *, timeout: float,
+             out: Print) -> Outcome:
+    """start|stop|restart, following every job of the transaction to its end."""
+    units = [unit_of(s) for s in services] or [TARGET]
+    t0 = time.monotonic()
+
+    def progress(end: JobEnd) -> None:
+        if not end.unit.startswith(UNIT_PREFIX) and end.unit != TARGET and end.result == JOB_OK:
+            return  # slices, mounts and modprobe units of the transaction: noise when fine
+        mark = "ok " if end.result == JOB_OK else "!! "
+        out(f"{mark}{end.result:<10} {service_of(end.unit):<28} {end.at - t0:7.2f}s")
+
+    results = sd.run_jobs(units, verb, timeout, progress)
+    bad = {u: e.result for u, e in results.items() if e.result != JOB_OK}
+    roots = {u: r for u, r in bad.items() if r != "dependency"}
+    cancelled: dict[str, list[str]] = {u: [] for u in roots}
+    for u, r in sorted(bad.items()):
+        if r == "dependency":
+            cause = _failed_cause(sd, u, set(roots))
+            cancelled.setdefault(cause, []).append(u)
+    return Outcome(not bad, results, roots, cancelled)
+
+
+def _failed_cause(sd: Systemd, unit: str, roots: set[str]) -> str:
+    """The failed unit that ``unit`` (transitively) requires."""
+    seen = {unit}
+    todo = [unit]
+    while todo:
+        u = todo.pop(0)
+        for dep in sorted(sd.properties(u).get("Requires", [])) + sorted(
+                sd.properties(u).get("BindsTo", [])):
+            if dep in roots:
+                return str(dep)
+            if dep not in seen:
+                seen.add(dep)
+                todo.append(dep)
+    return "(unknown)"
+
+
+def report_outcome(sd: Systemd, verb: str, oc: Outcome, out: Print) -> None:
+    if oc.ok:
+        out(f"{verb}: all {len(oc.results)} jobs done")
+        return
+    for unit, result in sorted(oc.failed.items()):
+        props = sd.properties(unit, UNIT, SERVICE)
+        out(f"FAILED {service_of(unit)}: job {result}, result {props.get('Result', '?')}"
+            + (f" ({props['StatusText']})" if props.get("StatusText") else ""))
+        chain = oc.cancelled.get(unit, [])
+        if chain:
+            out("  cancelled because of it: " + ", ".join(service_of(u) for u in chain))
+        lines = last_log_lines(unit, sd.address)
+        if lines:
+            out("  last log lines:")
+            out("\n".join("    " + ln for ln in lines))
+    orphans = oc.cancelled.get("(unknown)")
+    if orphans:
+        out("  also cancelled: " + ", ".join(service_of(u) for u in orphans))
+
+
+def _ts(usec: int) -> str:
+    if not usec:
+        return "-"
+    return dt.datetime.fromtimestamp(usec / 1e6).isoformat(sep=" ", timespec="seconds")
+
+
+def _mem(v: int | None) -> str:
+    if v is None or v == _NO_VALUE:
+        return "-"
+    for unit in ("B", "K", "M", "G"):
+        if v < 1024:
+            return f"{v:.0f}{unit}" if unit == "B" else f"{v:.1f}{unit}"
+        v = v / 1024  # type: ignore[assignment]
+    return f"{v:.1f}T"
+
+
+def status(sd: Systemd) -> dict[str, Any]:
+    target = sd.properties(TARGET)
+    rows = []
+    for unit in sd.target_members():
+        p = sd.properties(unit, UNIT, SERVICE)
+        mem = p.get("MemoryCurrent")
+        rows.append({
+            "service": service_of(unit),
+            "machine": service_of(unit),
+            "unit": unit,
+            "active": p.get("ActiveState"),
+            "sub": p.get("SubState"),
+            "since": _ts(p.get("StateChangeTimestamp", 0)),
+            "main_pid": p.get("MainPID") or None,
+            "memory": None if mem in (None, _NO_VALUE) else mem,
+            "restarts": p.get("NRestarts", 0),
+            "readiness": p.get("StatusText") or "",
+            "result": p.get("Result"),
+        })
+    return {"target": TARGET, "active": target.get("ActiveState"),
+            "sub": target.get("SubState"), "since": _ts(target.get("StateChangeTimestamp", 0)),
+            "services": rows}
+
+
+def format_status(st: dict[str, Any]) -> str:
+    lines = [f"{st['target']}: {st['active']} ({st['sub']}) since {st['since']}"]
+    hdr = f"{'SERVICE':<26} {'STATE':<20} {'SINCE':<20} {'PID':>7} {'MEMORY':>8} {'RESTARTS':>8}  READINESS"
+    lines.append(hdr)
+    for r in st["services"]:
+        lines.append(f"{r['service']:<26} {r['active'] + '/' + r['sub']:<20} {r['since']:<20} "
+                     f"{r['main_pid'] or '-':>7} {_mem(r['memory']):>8} {r['restarts']:>8}  "
+                     f"{r['readiness']}")
+    return "\n".join(lines)
+
+
+def why(sd: Systemd, service: str) -> list[str]:
+    """Why is SERVICE not running? The answer walks its requirements to a root cause."""
+    unit = unit_of(service)
+    p = sd.properties(unit, UNIT, SERVICE)
+    name = service_of(unit)
+    if p.get("LoadState") != "loaded":
+        return [f"{name}: unit {unit} is {p.get('LoadState')}: it is not installed on this "
+                "host (run `osunits generate`, then check the --host)"]
+    active, sub, result = p.get("ActiveState"), p.get("SubState"), p.get("Result")
+    if active == "active":
+        return [f"{name} is running ({sub}) since {_ts(p.get('StateChangeTimestamp', 0))}"
+                + (f": {p['StatusText']}" if p.get("StatusText") else "")]
+    lines = [f"{name} is {active} ({sub})"]
+    if active in ("activating", "deactivating", "reloading"):
+        lines.append(f"  it is {active} now" + (f": {p['StatusText']}" if p.get("StatusText") else ""))
+    if p.get("ConditionResult") is False and p.get("ConditionTimestamp"):
+        lines.append("  a start condition was not met (see `systemctl status`)")
+    if result == "start-limit-hit":
+        lines.append(f"  start limit hit: it failed too often (restarts: {p.get('NRestarts')}); "
+                     f"`systemctl reset-failed {unit}` to allow starting again")
+    elif result == "timeout":
+        lines.append("  start timed out: the readiness check did not pass in time"
+                     + (f" ({p['StatusText']})" if p.get("StatusText") else ""))
+    elif result == "exit-code":
+        lines.append(f"  the service exited with status {p.get('ExecMainStatus')}")
+    elif result == "signal":
+        lines.append(f"  the service was killed by signal {p.get('ExecMainStatus')}")
+    elif result and result != "success":
+        lines.append(f"  last result: {result}")
+    # requirements that are not up explain a cancelled start
+    for dep in sorted(set(p.get("Requires", [])) | set(p.get("BindsTo", []))):
+        if not dep.startswith("systemd-nspawn@"):
+            continue
+        dp = sd.properties(dep)
+        if dp.get("ActiveState") != "active":
+            lines.append(f"  it requires {service_of(dep)}, which is {dp.get('ActiveState')} "
+                         f"({dp.get('SubState')}): a start of {name} is cancelled with it")
+            lines += ["  " + ln for ln in why(sd, dep)[1:]]
+    if len(lines) == 1:
+        if result == "success":
+            lines.append(f"  it was stopped, or never started: `osunits start {name}`")
+    logs = last_log_lines(unit, sd.address)
+    if logs:
+        lines.append("  last log lines:")
+        lines += ["    " + ln for ln in logs]
+    return lines
+
+
+def format_change(ch: Any) -> str:
+    t = dt.datetime.fromtimestamp(ch.at).strftime("%H:%M:%S.%f")[:-3]
+    return f"{t}  {service_of(ch.unit):<28} {ch.active}/{ch.sub}"

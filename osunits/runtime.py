@@ -1,0 +1,226 @@
+"""Talking to systemd over D-Bus (pystemd): the only module that imports it.
+
+``generate`` and ``check-deps`` never import this.  The client follows the
+verified rules in docs/design.md: subscribe first; signal callbacks are plain
+functions kept referenced for the connection's lifetime; the connection is
+driven by ``wait`` then draining ``process``; JobRemoved is the authoritative
+end of a job, PropertiesChanged is a snapshot to de-duplicate.
+"""
+
+from __future__ import annotations
+
+import time
+from collections import deque
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass, field
+from typing import Any
+
+from pystemd.dbuslib import DBus, DBusAddress, apply_signature
+
+SYSTEMD = b"org.freedesktop.systemd1"
+SYSTEMD_PATH = b"/org/freedesktop/systemd1"
+MANAGER = b"org.freedesktop.systemd1.Manager"
+UNIT = b"org.freedesktop.systemd1.Unit"
+SERVICE = b"org.freedesktop.systemd1.Service"
+PROPERTIES = b"org.freedesktop.DBus.Properties"
+TARGET = "openstack.target"
+UNIT_PREFIX = "systemd-nspawn@"
+UNIT_SUFFIX = ".service"
+
+# Job results (systemd.unit(5), JobRemoved): only "done" is success.
+JOB_OK = "done"
+
+
+def service_of(unit: str) -> str:
+    """systemd-nspawn@keystone.service → keystone (other units unchanged)."""
+    if unit.startswith(UNIT_PREFIX) and unit.endswith(UNIT_SUFFIX):
+        return unit[len(UNIT_PREFIX):-len(UNIT_SUFFIX)]
+    return unit
+
+
+def unit_of(service: str) -> str:
+    if service.endswith((".service", ".target")):
+        return service
+    return f"{UNIT_PREFIX}{service}{UNIT_SUFFIX}"
+
+
+def _s(v: Any) -> Any:
+    if isinstance(v, bytes):
+        return v.decode(errors="replace")
+    if isinstance(v, list):
+        return [_s(x) for x in v]
+    if isinstance(v, tuple):
+        return tuple(_s(x) for x in v)
+    if isinstance(v, dict):
+        return {_s(k): _s(x) for k, x in v.items()}
+    return v
+
+
+@dataclass(frozen=True, slots=True)
+class JobEnd:
+    job: str
+    unit: str
+    result: str
+    at: float  # time.monotonic()
+
+
+@dataclass(frozen=True, slots=True)
+class StateChange:
+    unit: str
+    active: str
+    sub: str
+    at: float  # time.time()
+
+
+@dataclass(slots=True)
+class _Inbox:
+    jobs: deque[JobEnd] = field(default_factory=deque)
+    states: deque[tuple[str, dict[str, Any]]] = field(default_factory=deque)
+
+
+class Systemd:
+    """One connection to one systemd: the local system bus, or a given bus address."""
+
+    def __init__(self, address: str | None = None) -> None:
+        self.address = address
+        self.bus = DBusAddress(address.encode(), False) if address else DBus()
+        self.bus.open()
+        self._inbox = _Inbox()
+        inbox = self._inbox
+
+        # Plain functions, referenced from self for the connection's lifetime (pystemd
+        # segfaults on a collected callback and refuses bound methods).
+        def on_job_removed(msg: Any, error: Any = None, userdata: Any = None) -> None:
+            msg.process_reply(True)
+            _id, job, unit, result = msg.body
+            inbox.jobs.append(JobEnd(_s(job), _s(unit), _s(result), time.monotonic()))
+
+        def on_properties(msg: Any, error: Any = None, userdata: Any = None) -> None:
+            msg.process_reply(True)
+            iface, changed, _invalidated = msg.body
+            if iface == UNIT:
+                inbox.states.append((_s(msg.headers.get("Path", b"")), _s(changed)))
+
+        self._callbacks = (on_job_removed, on_properties)
+        self.bus.match_signal(SYSTEMD, SYSTEMD_PATH, MANAGER, b"JobRemoved", on_job_removed)
+        self.bus.match_signal(SYSTEMD, None, PROPERTIES, b"PropertiesChanged", on_properties)
+        self.call(b"Subscribe")
+        self._paths: dict[str, str] = {}
+
+    def close(self) -> None:
+        self.bus.close()
+
+    def __enter__(self) -> Systemd:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # --- plumbing -------------------------------------------------------------------
+
+    def call(self, method: bytes, signature: bytes = b"", *args: Any,
+             path: bytes = SYSTEMD_PATH, interface: bytes = MANAGER) -> Any:
+        msg = self.bus.call_method(SYSTEMD, path, interface, method,
+                                   apply_signature(signature, list(args)) if signature else [])
+        self.drain()  # signals that arrived during the call sit in sd-bus's queue
+        return _s(msg.body)
+
+    def drain(self) -> None:
+        for _ in range(10000):
+            if self.bus.process().is_empty():
+                return
+
+    def pump(self, timeout: float) -> None:
+        """Wait up to ``timeout`` seconds for bus traffic, then dispatch it."""
+        self.bus.wait(max(1, int(timeout * 1_000_000)))
+        self.drain()
+
+    # --- manager ----------------------------------------------------------------------
+
+    def reload(self) -> None:
+        self.call(b"Reload")
+
+    def unit_path(self, unit: str) -> str:
+        path = self._paths.get(unit)
+        if path is None:
+            path = self.call(b"LoadUnit", b"s", unit.encode())
+            self._paths[unit] = path
+        return path
+
+    def properties(self, unit: str, *interfaces: bytes) -> dict[str, Any]:
+        path = self.unit_path(unit).encode()
+        out: dict[str, Any] = {}
+        for iface in interfaces or (UNIT,):
+            out.update(self.call(b"GetAll", b"s", iface, path=path, interface=PROPERTIES))
+        return out
+
+    def enqueue(self, unit: str, verb: str, mode: str = "replace") -> dict[str, str]:
+        """Queue a job; return job path → unit for every job of the transaction."""
+        (_id, job, unit_id, _path, _type, affected) = self.call(
+            b"EnqueueUnitJob", b"sss", unit.encode(), verb.encode(), mode.encode())
+        jobs = {job: unit_id}
+        for (_aid, ajob, aunit, _apath, _atype) in affected:
+            jobs[ajob] = aunit
+        return jobs
+
+    def wait_jobs(self, jobs: dict[str, str], timeout: float,
+                  progress: Callable[[JobEnd], None] | None = None) -> dict[str, JobEnd]:
+        """Follow JobRemoved until every job in ``jobs`` ended; unit → its JobEnd."""
+        pending = dict(jobs)
+        ended: dict[str, JobEnd] = {}
+        deadline = time.monotonic() + timeout
+        while pending:
+            while self._inbox.jobs:
+                end = self._inbox.jobs.popleft()
+                if end.job in pending:
+                    del pending[end.job]
+                    ended[end.unit] = end
+                    if progress:
+                        progress(end)
+            if not pending:
+                break
+            left = deadline - time.monotonic()
+            if left <= 0:
+                raise TimeoutError(f"jobs still running after {timeout:.0f}s: "
+                                   + ", ".join(sorted(pending.values())))
+            self.pump(min(left, 1.0))
+        return ended
+
+    def run_jobs(self, units: Iterable[str], verb: str, timeout: float,
+                 progress: Callable[[JobEnd], None] | None = None) -> dict[str, JobEnd]:
+        jobs: dict[str, str] = {}
+        for u in units:
+            jobs.update(self.enqueue(u, verb))
+        return self.wait_jobs(jobs, timeout, progress)
+
+    def target_members(self, target: str = TARGET) -> list[str]:
+        """The services a generated target pulls in (its Wants=), from the live manager."""
+        props = self.properties(target)
+        if props.get("LoadState") != "loaded":
+            raise LookupError(f"{target} is not loaded ({props.get('LoadState')}): "
+                              "run `osunits generate` first")
+        return sorted(u for u in props.get("Wants", []) if u.startswith(UNIT_PREFIX))
+
+    def watch(self, units: Iterable[str], until: float | None = None) -> Iterator[StateChange]:
+        """State changes of ``units`` as they happen (PropertiesChanged), de-duplicated."""
+        by_path = {self.unit_path(u): u for u in units}
+        last: dict[str, tuple[str, str]] = {}
+        for path, unit in by_path.items():
+            p = self.call(b"GetAll", b"s", UNIT, path=path.encode(), interface=PROPERTIES)
+            last[unit] = (p["ActiveState"], p["SubState"])
+        while until is None or time.time() < until:
+            while self._inbox.states:
+                path, changed = self._inbox.states.popleft()
+                name = by_path.get(path)
+                if name is None or "ActiveState" not in changed:
+                    continue
+                state = (changed["ActiveState"], changed.get("SubState", last[name][1]))
+                if state != last[name]:
+                    last[name] = state
+                    yield StateChange(name, state[0], state[1], time.time())
+            self.pump(0.5 if until is None else max(0.001, min(0.5, until - time.time())))
+
+
+def daemon_reload(address: str | None = None) -> None:
+    with Systemd(address) as sd:
+        sd.reload()

@@ -39,7 +39,7 @@ test: deps
 	$(BIN)/python -m pytest -q
 
 test-fast: deps
-	$(BIN)/python -m pytest -q -m 'not systemd'
+	$(BIN)/python -m pytest -q -m 'not systemd and not e2e'
 
 e2e: deps
 	$(BIN)/python -m pytest -q -m e2e

@@ -147,6 +147,29 @@ def check_deps(
         raise typer.Exit(1)
 
 
+@app.command("install-generator")
+def install_generator(
+    root: Annotated[Path, typer.Option(help="Install under this root instead of /")] = Path("/"),
+) -> None:
+    """Install osunits as a systemd generator: units are compiled at boot and daemon-reload."""
+    exe = Path(sys.argv[0]).resolve().with_name("osunits-generator")
+    if not exe.exists():
+        exe = Path(sys.executable).with_name("osunits-generator")
+    link = root / "etc/systemd/system-generators/osunits"
+    if link.is_symlink() and Path(os.readlink(link)) == exe:
+        print(f"{link} -> {exe}: already installed")
+        return
+    if link.exists() or link.is_symlink():
+        print(f"osunits: {link} exists and is not osunits' generator; not touching it",
+              file=sys.stderr)
+        raise typer.Exit(2)
+    link.parent.mkdir(parents=True, exist_ok=True)
+    link.symlink_to(exe)
+    print(f"{link} -> {exe}\nrun `systemctl daemon-reload`; the deployment is read from "
+          "/etc/osunits (this machine's inventory name from /etc/osunits/host, else its "
+          "host name)")
+
+
 @app.command()
 def schema() -> None:
     """Print the JSON Schema of service definitions (for editors)."""

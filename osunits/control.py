@@ -203,9 +203,8 @@ def why(sd: Systemd, service: str) -> list[str]:
             lines.append(f"  it requires {service_of(dep)}, which is {dp.get('ActiveState')} "
                          f"({dp.get('SubState')}): a start of {name} is cancelled with it")
             lines += ["  " + ln for ln in why(sd, dep)[1:]]
-    if len(lines) == 1:
-        if result == "success":
-            lines.append(f"  it was stopped, or never started: `osunits start {name}`")
+    if len(lines) == 1 and result == "success":
+        lines.append(f"  it was stopped, or never started: `osunits start {name}`")
     logs = last_log_lines(unit, sd.address)
     if logs:
         lines.append("  last log lines:")

@@ -26,10 +26,14 @@ from enum import StrEnum
 from pathlib import Path, PurePosixPath
 
 from osunits.errors import OutputError
-from osunits.plan import OSUNITS_LIB, PlannedFile
+from osunits.plan import INSTALLED, Layout, PlannedFile
 
-MANIFEST = OSUNITS_LIB / "manifest.json"
-JOURNAL = OSUNITS_LIB / "manifest.journal"
+MANIFEST = INSTALLED.manifest
+JOURNAL = INSTALLED.manifest.with_name("manifest.journal")
+
+
+def _journal_of(manifest: PurePosixPath) -> PurePosixPath:
+    return manifest.with_name("manifest.journal")
 TMP_SUFFIX = ".osunits-new"
 
 
@@ -81,9 +85,9 @@ def _planned_bytes(f: PlannedFile) -> bytes:
     return b"->" + f.link.encode() if f.link else f.content
 
 
-def load_manifest(root: Path) -> dict[str, str]:
-    recover(root)
-    path = _on_disk(root, MANIFEST)
+def load_manifest(root: Path, manifest: PurePosixPath = MANIFEST) -> dict[str, str]:
+    recover(root, manifest)
+    path = _on_disk(root, manifest)
     try:
         data = json.loads(path.read_text())
     except FileNotFoundError:
@@ -97,9 +101,10 @@ def load_manifest(root: Path) -> dict[str, str]:
     return {str(k): str(v) for k, v in files.items()}
 
 
-def plan_changes(root: Path, files: tuple[PlannedFile, ...]) -> list[FileChange]:
+def plan_changes(root: Path, files: tuple[PlannedFile, ...],
+                 manifest: PurePosixPath = MANIFEST) -> list[FileChange]:
     """What writing ``files`` would change; raises OutputError on any unowned conflict."""
-    owned = load_manifest(root)
+    owned = load_manifest(root, manifest)
     conflicts: list[str] = []
     changes: list[FileChange] = []
     planned = {str(f.path) for f in files}
@@ -154,16 +159,17 @@ def render_diff(changes: list[FileChange]) -> str:
     return "".join(out)
 
 
-def write_files(root: Path, files: tuple[PlannedFile, ...], *, dry_run: bool = False) -> Result:
+def write_files(root: Path, files: tuple[PlannedFile, ...], *, dry_run: bool = False,
+                layout: Layout = INSTALLED) -> Result:
     """Make the files under ``root`` exactly ``files`` (osunits' own files only)."""
-    changes = plan_changes(root, files)
+    changes = plan_changes(root, files, layout.manifest)
     result = Result(changes)
-    manifest_path = _on_disk(root, MANIFEST)
+    manifest_path = _on_disk(root, layout.manifest)
     if dry_run or (not changes and manifest_path.exists()):
         return result
     by_path = {f.path: f for f in files}
     staged: list[tuple[str, str]] = []
-    journal_path = _on_disk(root, JOURNAL)
+    journal_path = _on_disk(root, _journal_of(layout.manifest))
     journal_path.parent.mkdir(parents=True, exist_ok=True)
     to_stage = [c for c in changes if c.change is not Change.REMOVE]
     temps = [str(_tmp_for(_on_disk(root, c.path))) for c in to_stage]
@@ -176,14 +182,14 @@ def write_files(root: Path, files: tuple[PlannedFile, ...], *, dry_run: bool = F
     new_manifest = {str(f.path): f.digest for f in files}
     _write_json(journal_path, {"state": "committing", "renames": staged, "removals": removals,
                                "manifest": new_manifest})
-    _commit(root, staged, removals, new_manifest)
+    _commit(root, staged, removals, new_manifest, layout.manifest)
     result.written = True
     return result
 
 
-def recover(root: Path) -> None:
+def recover(root: Path, manifest: PurePosixPath = MANIFEST) -> None:
     """Finish or undo a run that was killed (see the module docstring)."""
-    journal_path = _on_disk(root, JOURNAL)
+    journal_path = _on_disk(root, _journal_of(manifest))
     try:
         journal = json.loads(journal_path.read_text())
     except FileNotFoundError:
@@ -191,7 +197,7 @@ def recover(root: Path) -> None:
     except ValueError:
         journal = {"state": "staging", "temps": []}  # torn write: nothing was committed yet
     if journal.get("state") == "committing":
-        _commit(root, journal["renames"], journal["removals"], journal["manifest"])
+        _commit(root, journal["renames"], journal["removals"], journal["manifest"], manifest)
         return
     for tmp in journal.get("temps", []):
         Path(tmp).unlink(missing_ok=True)
@@ -199,7 +205,7 @@ def recover(root: Path) -> None:
 
 
 def _commit(root: Path, renames: list[tuple[str, str]] | list[list[str]], removals: list[str],
-            manifest: dict[str, str]) -> None:
+            manifest: dict[str, str], manifest_path: PurePosixPath) -> None:
     dirs: set[Path] = set()
     for tmp, final in renames:
         if os.path.lexists(tmp):
@@ -212,12 +218,13 @@ def _commit(root: Path, renames: list[tuple[str, str]] | list[list[str]], remova
         p = Path(path)
         if p.is_symlink() or p.exists():
             p.unlink()
-        _prune_empty(p.parent, root)
+        _prune_empty(p.parent, root, _on_disk(root, manifest_path.parent / "config"))
         dirs.add(p.parent)
     for d in sorted(dirs):
         _fsync_dir(d)
-    _write_json(_on_disk(root, MANIFEST), {"version": 1, "files": dict(sorted(manifest.items()))})
-    _on_disk(root, JOURNAL).unlink(missing_ok=True)
+    _write_json(_on_disk(root, manifest_path),
+                {"version": 1, "files": dict(sorted(manifest.items()))})
+    _on_disk(root, _journal_of(manifest_path)).unlink(missing_ok=True)
 
 
 def _tmp_for(path: Path) -> Path:
@@ -265,11 +272,10 @@ def _fsync_dir(d: Path) -> None:
         os.close(fd)
 
 
-def _prune_empty(d: Path, root: Path) -> None:
+def _prune_empty(d: Path, root: Path, config: Path) -> None:
     # Only the per-service directories osunits creates (drop-in and config dirs).
-    stop = {root / "etc/systemd/system", root / "var/lib/osunits/config", root / "var/lib/osunits"}
-    while d not in stop and root in d.parents:
-        if d.name.endswith(".service.d") or (root / "var/lib/osunits/config") in d.parents:
+    while d != config and root in d.parents:
+        if d.name.endswith(".service.d") or config in d.parents:
             try:
                 d.rmdir()
             except OSError:

@@ -27,18 +27,46 @@ from osunits.render import ConfigRenderer, render_unit
 from osunits.systemd.escape import EscapeError
 from osunits.validate import TEMPLATES_DIR
 
-ETC_SYSTEM = PurePosixPath("/etc/systemd/system")
-ETC_NSPAWN = PurePosixPath("/etc/systemd/nspawn")
-MACHINES = PurePosixPath("/var/lib/machines")
 OSUNITS_LIB = PurePosixPath("/var/lib/osunits")
-ROOTFS_DIR = OSUNITS_LIB / "rootfs"
-CONFIG_DIR = OSUNITS_LIB / "config"
-INIT_HOST_PATH = OSUNITS_LIB / "lib" / "init.py"
+ROOTFS_DIR = OSUNITS_LIB / "rootfs"  # images persist in /var whatever the layout
 INIT_CONTAINER_PATH = PurePosixPath("/run/osunits/init")
 INIT_SOURCE = Path(__file__).parent / "container" / "init.py"
 TARGET = "openstack.target"
 DROPIN_NAME = "50-osunits.conf"
 START_MARGIN = 30  # seconds on top of the readiness timeout for the container itself
+
+
+@dataclass(frozen=True, slots=True)
+class Layout:
+    """Where generated files go.  ``generate`` writes persistent files under /etc and
+    /var/lib; generator mode (at boot, before /var may be mounted) writes to the
+    generator's unit directory and /run, which systemd searches too."""
+
+    units: PurePosixPath = PurePosixPath("/etc/systemd/system")
+    nspawn: PurePosixPath = PurePosixPath("/etc/systemd/nspawn")
+    machines: PurePosixPath = PurePosixPath("/var/lib/machines")
+    own: PurePosixPath = OSUNITS_LIB  # rendered config, the init, the manifest
+
+    @classmethod
+    def generator(cls, unit_dir: str) -> Layout:
+        return cls(PurePosixPath(unit_dir), PurePosixPath("/run/systemd/nspawn"),
+                   PurePosixPath("/run/machines"), PurePosixPath("/run/osunits"))
+
+    @property
+    def config(self) -> PurePosixPath:
+        return self.own / "config"
+
+    @property
+    def init(self) -> PurePosixPath:
+        return self.own / "lib" / "init.py"
+
+    @property
+    def manifest(self) -> PurePosixPath:
+        return self.own / "manifest.json"
+
+
+INSTALLED = Layout()
+INIT_HOST_PATH = INSTALLED.init
 
 
 def unit_name(service: str) -> str:
@@ -66,7 +94,7 @@ class HostPlan:
     graph: HostGraph
 
 
-def plan_host(dep: Deployment, host_name: str) -> HostPlan:
+def plan_host(dep: Deployment, host_name: str, layout: Layout = INSTALLED) -> HostPlan:
     host = dep.host(host_name)
     if host is None:
         from osunits.validate import _unknown_name
@@ -82,17 +110,17 @@ def plan_host(dep: Deployment, host_name: str) -> HostPlan:
     problems: list[Problem] = []
     for svc in host.services:
         try:
-            files += _plan_service(dep, host, svc, renderer)
+            files += _plan_service(dep, host, svc, renderer, layout)
         except DeploymentError as e:
             problems += e.problems
         except EscapeError as e:  # validation should have caught it: still no traceback
             problems.append(Problem("R001", f"cannot write {svc.name}'s units: {e}", svc.loc))
     if problems:
         raise DeploymentError(problems)
-    files.append(PlannedFile(ETC_SYSTEM / TARGET, render_unit(
+    files.append(PlannedFile(layout.units / TARGET, render_unit(
         "openstack.target.j2", host=host.name,
         units=[unit_name(s.name) for s in host.services]).encode(), source="deployment.yaml"))
-    files.append(PlannedFile(INIT_HOST_PATH, INIT_SOURCE.read_bytes(), 0o755, source="osunits"))
+    files.append(PlannedFile(layout.init, INIT_SOURCE.read_bytes(), 0o755, source="osunits"))
     return HostPlan(host.name, tuple(sorted(files, key=lambda f: f.path)), graph)
 
 
@@ -103,8 +131,8 @@ def _rel(dep: Deployment, path: Path) -> str:
         return str(path)
 
 
-def _plan_service(dep: Deployment, host: Host, svc: Service,
-                  renderer: ConfigRenderer) -> list[PlannedFile]:
+def _plan_service(dep: Deployment, host: Host, svc: Service, renderer: ConfigRenderer,
+                  layout: Layout) -> list[PlannedFile]:
     source = _rel(dep, svc.source)
     files: list[PlannedFile] = []
     binds_ro: list[tuple[str, str]] = []
@@ -112,7 +140,7 @@ def _plan_service(dep: Deployment, host: Host, svc: Service,
     context = _config_context(dep, host, svc)
     for cf in svc.config:
         text = renderer.render(cf.template, context, cf.loc)
-        host_path = CONFIG_DIR / svc.name / cf.path.relative_to("/")
+        host_path = layout.config / svc.name / cf.path.relative_to("/")
         files.append(PlannedFile(host_path, text.encode(), cf.mode, source=source))
         binds_ro.append((str(host_path), str(cf.path)))
         digest.update(f"{cf.path}\0{cf.mode:o}\0".encode() + text.encode() + b"\0")
@@ -120,7 +148,7 @@ def _plan_service(dep: Deployment, host: Host, svc: Service,
     env: list[tuple[str, str]] = []
     params: list[str] = []
     if not svc.boot:
-        binds_ro.insert(0, (str(INIT_HOST_PATH), str(INIT_CONTAINER_PATH)))
+        binds_ro.insert(0, (str(layout.init), str(INIT_CONTAINER_PATH)))
         params = ["/usr/bin/python3", "-I", "-S", str(INIT_CONTAINER_PATH), "--", *svc.exec]
         env += [("OSUNITS_READY", svc.readiness.spec()),
                 ("OSUNITS_READY_TIMEOUT", str(svc.readiness.timeout))]
@@ -131,7 +159,7 @@ def _plan_service(dep: Deployment, host: Host, svc: Service,
         if svc.working_directory:
             env.append(("OSUNITS_WORKDIR", svc.working_directory))
     env += list(svc.environment)
-    files.append(PlannedFile(ETC_NSPAWN / f"{svc.name}.nspawn", render_unit(
+    files.append(PlannedFile(layout.nspawn / f"{svc.name}.nspawn", render_unit(
         "service.nspawn.j2", svc=svc, host=host.name, source=source, params=params, env=env,
         binds_ro=binds_ro, binds=binds, private=svc.network is NetworkMode.PRIVATE,
     ).encode(), source=source))
@@ -143,7 +171,7 @@ def _plan_service(dep: Deployment, host: Host, svc: Service,
             deps[str(d.kind)].append(unit_name(d.name))
     after = sorted(deps["requires"] + deps["wants"] + deps["after"])
     files.append(PlannedFile(
-        ETC_SYSTEM / f"{unit_name(svc.name)}.d" / DROPIN_NAME,
+        layout.units / f"{unit_name(svc.name)}.d" / DROPIN_NAME,
         render_unit(
             "service.dropin.j2", svc=svc, host=host.name, source=source, target=TARGET,
             requires=sorted(deps["requires"]), wants=sorted(deps["wants"]), after=after,
@@ -151,7 +179,7 @@ def _plan_service(dep: Deployment, host: Host, svc: Service,
             config_hash=digest.hexdigest()[:16] if svc.config else "",
             state_dirs=sorted({b[0] for b in binds}),
         ).encode(), source=source))
-    files.append(PlannedFile(MACHINES / svc.machine, link=str(ROOTFS_DIR / svc.rootfs),
+    files.append(PlannedFile(layout.machines / svc.machine, link=str(ROOTFS_DIR / svc.rootfs),
                              source=source))
     return files
 

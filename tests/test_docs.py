@@ -18,6 +18,7 @@ import yaml
 from osunits import docgen
 from osunits.cli import app
 from osunits.errors import DeploymentError
+from osunits.fields import SERVICE_FIELDS
 from osunits.validate import load_deployment
 from tests.conftest import EXAMPLE, REPO, write_tree
 
@@ -53,7 +54,7 @@ def test_docgen_check_notices_stale_docs(tmp_path: Path) -> None:
 def test_every_service_key_is_in_the_table() -> None:
     text = (DOCS / "format.md").read_text()
     block = text[text.index(docgen.BEGIN):text.index(docgen.END)]
-    for f in docgen.SERVICE_FIELDS:
+    for f in SERVICE_FIELDS:
         assert f"| `{f.key}` |" in block, f.key
 
 
@@ -142,8 +143,7 @@ def test_commands_found() -> None:
 @pytest.mark.parametrize("name", sorted(_commands()))
 def test_command_is_documented(name: str) -> None:
     text = (DOCS / "commands.md").read_text()
-    assert re.search(rf"^#+ .*\b{re.escape(name)}\b", text, re.M), f"no heading for {name}"
-    assert f"osunits {name}" in text, f"no usage line for {name}"
+    assert re.search(rf"osunits {re.escape(name)}(?![\w-])", text), f"{name} is not documented"
     for param in _commands()[name].params:
         if param.param_type_name == "option":
             for opt in [*param.opts, *param.secondary_opts]:

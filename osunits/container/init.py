@@ -40,6 +40,7 @@ import time
 PROG = "osunits-init"
 EXIT_TIMEOUT = 124
 EXIT_USAGE = 2
+EXIT_NSPAWN_REBOOT = 133
 CONTROL_VARS = ("OSUNITS_READY", "OSUNITS_READY_TIMEOUT", "OSUNITS_USER", "OSUNITS_STATE",
                 "OSUNITS_WORKDIR", "OSUNITS_STOP_GRACE")
 BACKOFF_FIRST, BACKOFF_FACTOR, BACKOFF_MAX = 0.02, 1.5, 0.25
@@ -295,8 +296,7 @@ class CommandCheck:
     PER_TRY = 30.0
 
     def __init__(self, cmdline, env):
-        import shlex
-        self.argv = shlex.split(cmdline)
+        self.argv = split_command(cmdline)
         if not self.argv:
             raise ValueError("empty readiness command")
         self.cmdline, self.env = cmdline, env
@@ -337,6 +337,46 @@ class CommandCheck:
     def stop(self):
         if self.pid is not None:
             quietly(os.killpg, self.pid, _signal.SIGKILL)
+
+
+def split_command(s):
+    """shlex.split() for what shlex.join() writes (quotes and backslashes as in sh),
+    without importing shlex (re, enum: ~1.3 MB that would stay for the container's life)."""
+    words, cur, have, i, n = [], [], False, 0, len(s)
+    while i < n:
+        c = s[i]
+        if c in " \t\n":
+            if have:
+                words.append("".join(cur))
+                cur, have = [], False
+        elif c == "'":
+            j = s.find("'", i + 1)
+            if j < 0:
+                raise ValueError(f"unbalanced quote in {s!r}")
+            cur.append(s[i + 1:j])
+            i, have = j, True
+        elif c == '"':
+            i += 1
+            while i < n and s[i] != '"':
+                if s[i] == "\\" and i + 1 < n and s[i + 1] in '\\"':
+                    i += 1
+                cur.append(s[i])
+                i += 1
+            if i >= n:
+                raise ValueError(f"unbalanced quote in {s!r}")
+            have = True
+        elif c == "\\":
+            if i + 1 < n:
+                i += 1
+                cur.append(s[i])
+            have = True
+        else:
+            cur.append(c)
+            have = True
+        i += 1
+    if have:
+        words.append("".join(cur))
+    return words
 
 
 def make_check(spec, env):
@@ -524,6 +564,11 @@ def main(argv):
     code = exit_code(main_status, stop_sig)
     if code != 0 or not stop_sig:
         log(f"service {args[0]} exited: " + describe_status(main_status))
+    if code == EXIT_NSPAWN_REBOOT:
+        # systemd-nspawn@.service has SuccessExitStatus=133 RestartForceExitStatus=133
+        # ("the container rebooted"): passing 133 on would restart it as a success.
+        log(f"exit status {EXIT_NSPAWN_REBOOT} means 'reboot' to nspawn: exiting with 1")
+        code = 1
     return stop_all(main_pid, main_status, grace, code)
 
 

@@ -151,7 +151,10 @@ def build_layer(spec: Spec, key: str, base_layer: Path | None, dest: Path, store
                 mirror: str | None, log: Log, run: Runner, apt_etc: Path) -> None:
     """Build ``spec`` into ``dest`` via a temp dir beside it, renamed in when complete."""
     tmp = dest.with_name(f".{dest.name}.tmp")
+    # systemd-nspawn locks a directory image with ".#NAME.lck" beside it.
+    nspawn_lock = dest.with_name(f".#{tmp.name}.lck")
     remove_tree(tmp)  # left over by a killed build
+    nspawn_lock.unlink(missing_ok=True)
     try:
         if isinstance(spec.base, Debootstrap):
             _debootstrap(spec.base, tmp, store, mirror=mirror, log=log, run=run, apt_etc=apt_etc)

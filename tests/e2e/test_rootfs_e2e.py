@@ -12,7 +12,9 @@ import json
 import os
 import shutil
 import subprocess
+import tempfile
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -35,12 +37,19 @@ def _missing_prerequisite() -> str:
 
 
 @pytest.fixture(scope="module")
-def root(tmp_path_factory: pytest.TempPathFactory) -> Path:
+def root() -> Iterator[Path]:
     why = _missing_prerequisite()
     if why:
         pytest.skip(why)
     keep = os.environ.get("OSUNITS_E2E_ROOTFS_ROOT")
-    return Path(keep) if keep else tmp_path_factory.mktemp("rootfs-root")
+    if keep:
+        yield Path(keep)
+        return
+    # Not pytest's tmp_path: other pytest runs on the machine prune old basetemps,
+    # which deleted a tree here mid-build once. /var/tmp is on disk (the images
+    # take about 1 GB); /tmp may be a tmpfs.
+    with tempfile.TemporaryDirectory(dir="/var/tmp", prefix="osunits-rootfs-e2e-") as d:
+        yield Path(d)
 
 
 def in_image(image: Path, *argv: str, volatile: str = "no") -> str:

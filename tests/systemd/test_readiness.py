@@ -98,12 +98,16 @@ print("WHOAMI=" + json.dumps({
     "env": sorted(k for k in os.environ if k.startswith(("OSUNITS", "NOTIFY"))),
     "home": os.environ.get("HOME"), "user": os.environ.get("USER"),
     "uid_map": open("/proc/self/uid_map").read().split(),
+    "plain": os.environ.get("PLAIN"), "links": sorted(os.listdir("/sys/class/net")),
     "zombies": zombies}), flush=True)
 time.sleep(100000)
 """,
 }
 
 TRICKY = ["a b", "it's", 'say "hi"', 'both \'"', "back\\slash", "50%", "$HOME", "%h", "", "x=1"]
+
+
+PLAIN = "a b \"c\" 'd' \\n %h $HOME"
 
 
 def services() -> list[Service]:
@@ -124,7 +128,7 @@ def services() -> list[Service]:
         Service("stopme", prog("sleeper"), ready="none"),
         Service("quoting", prog("argv", *TRICKY)),
         Service("whoami", prog("whoami"), user="daemon", state=["/var/lib/osunits-test-state"],
-                workdir="/tmp", env={"OSUNITS_NODE_KIND": "compute", "PLAIN": "x y"}),
+                workdir="/tmp", env={"OSUNITS_NODE_KIND": "compute", "PLAIN": PLAIN}),
     ]
 
 
@@ -259,9 +263,12 @@ def test_user_state_workdir_environment_reaping(units: Testbed, jobs) -> None:  
     assert who["env"] == ["OSUNITS_NODE_KIND"]  # control variables and NOTIFY_SOCKET removed
     assert (who["home"], who["user"]) == ("/usr/sbin", "daemon")
     assert who["uid_map"] == ["0", "0", "4294967295"]  # PrivateUsers=no won over -U
+    assert who["plain"] == PLAIN  # Environment= words: quotes group, the rest is literal
+    assert who["links"] == ["lo"]  # [Network] Private=yes won over --network-veth
     assert who["zombies"] == []  # the orphaned sleep was reaped by the init
     # the shared image stays untouched (Volatile=overlay)
     assert not (units.root / HOST_IMAGE[1:] / "var/lib/osunits-test-state").exists()
     # nspawn pings the watchdog itself (WatchdogSec=2s in the drop-in)
     assert units.show(u, "WatchdogTimestampMonotonic")["WatchdogTimestampMonotonic"] != "0"
     jobs.stop(u)
+    assert "Unknown" not in units.journal(u)  # every .nspawn key was understood

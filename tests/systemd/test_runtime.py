@@ -1,0 +1,147 @@
+"""The generated units and the D-Bus client on a real systemd (the fast test deployment).
+
+tests/fixtures/fastdeploy: db binds its port after 2 s; api exits at once if db does not
+answer at its start; cache reports READY=1 itself; worker needs api.  Everything is
+asserted from systemd's own job results and properties, never from sleeps.
+"""
+
+from __future__ import annotations
+
+import shutil
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from osunits.cli import app
+from osunits.testbed import Testbed
+from tests.conftest import REPO
+
+FAST = REPO / "tests" / "fixtures" / "fastdeploy"
+pystemd = pytest.importorskip("pystemd")
+
+from osunits import control  # noqa: E402  (needs pystemd)
+from osunits.runtime import Systemd, unit_of  # noqa: E402
+
+
+def generate(dep: Path, root: Path) -> None:
+    res = CliRunner().invoke(app, ["generate", "-H", "t1", "-d", str(dep), "--root", str(root)])
+    assert res.exit_code == 0, res.output
+
+
+@pytest.fixture(scope="module")
+def fast(testbed: Testbed, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Testbed]:
+    root = tmp_path_factory.mktemp("fast-root")
+    generate(FAST, root)
+    testbed.install_tree(root)
+    yield testbed
+
+
+@pytest.fixture
+def sd(fast: Testbed) -> Iterator[Systemd]:
+    with Systemd(fast.bus_address.decode()) as client:
+        yield client
+    fast.systemctl("stop", "openstack.target", check=False)
+    fast.systemctl("reset-failed", check=False)
+
+
+def cli(tb: Testbed, *args: str) -> tuple[int, str]:
+    res = CliRunner().invoke(app, [*args, "--bus", tb.bus_address.decode()])
+    return res.exit_code, res.output
+
+
+def test_target_starts_in_dependency_order_with_readiness(fast: Testbed, sd: Systemd) -> None:
+    for _ in range(3):
+        oc = control.run_verb(sd, "start", [], timeout=120, out=lambda s: None)
+        assert oc.ok, oc.failed
+        ends = {u: e.at for u, e in oc.results.items()}
+        db, api, worker, cache = (ends[unit_of(s)] for s in ("db", "api", "worker", "cache"))
+        # api could only succeed because it started after db was *ready*
+        assert db < api < worker
+        assert cache < worker  # worker is ordered after cache, which said READY=1 itself
+        props = sd.properties(unit_of("api"))
+        assert props["ActiveState"] == "active"
+        stop = control.run_verb(sd, "stop", [], timeout=60, out=lambda s: None)
+        assert stop.ok
+        # stopping the target stops all of them, in reverse dependency order
+        sends = {u: e.at for u, e in stop.results.items()}
+        assert sends[unit_of("worker")] <= sends[unit_of("api")] <= sends[unit_of("db")]
+        for s in ("db", "api", "worker", "cache"):
+            assert sd.properties(unit_of(s))["ActiveState"] == "inactive"
+
+
+def test_cli_start_status_why(fast: Testbed, sd: Systemd) -> None:
+    code, out = cli(fast, "start")
+    assert code == 0, out
+    assert "start: all" in out and "worker" in out
+    code, out = cli(fast, "status", "--json")
+    assert code == 0, out
+    import json
+    st = json.loads(out)
+    assert st["active"] == "active"
+    rows = {r["service"]: r for r in st["services"]}
+    assert set(rows) == {"api", "cache", "db", "worker"}
+    assert rows["db"]["main_pid"] and rows["db"]["sub"] == "running"
+    assert "tcp:7001" in rows["db"]["readiness"]
+    assert "cache warm" in rows["cache"]["readiness"]  # STATUS= passed through from the service
+    code, out = cli(fast, "why", "api")
+    assert code == 0 and "api is running" in out
+    code, out = cli(fast, "stop", "api")
+    assert code == 0, out
+    code, out = cli(fast, "why", "api")
+    assert code == 1 and "it was stopped, or never started" in out
+    code, out = cli(fast, "status")
+    assert code == 1 and "api" in out and "inactive/dead" in out
+
+
+def test_watch_streams_state_changes(fast: Testbed, sd: Systemd) -> None:
+    assert control.run_verb(sd, "start", ["cache"], timeout=60, out=lambda s: None).ok
+    seen: list[tuple[str, str, float]] = []
+    ready = threading.Event()
+
+    def watcher() -> None:
+        with Systemd(fast.bus_address.decode()) as w:
+            it = w.watch([unit_of("cache")], until=time.time() + 20)
+            ready.set()
+            for ch in it:
+                seen.append((ch.active, ch.sub, time.time()))
+                if ch.active == "active" and len(seen) > 1:
+                    return
+
+    t = threading.Thread(target=watcher)
+    t.start()
+    ready.wait(10)
+    time.sleep(0.2)  # let the watcher's first pump subscribe; the restart below is what we see
+    fast.systemctl("restart", unit_of("cache"))
+    t.join(30)
+    states = [a for a, _, _ in seen]
+    assert "deactivating" in states or "activating" in states, seen
+    assert states[-1] == "active"
+
+
+def test_failed_dependency_is_reported_with_cancelled_chain(
+        fast: Testbed, sd: Systemd, tmp_path: Path) -> None:
+    dep = tmp_path / "dep"
+    shutil.copytree(FAST, dep)
+    db = dep / "services/db.yaml"
+    db.write_text(db.read_text().replace('DELAY: "2"', 'DELAY: "60"')
+                  .replace("timeout: 30s", "timeout: 2s"))
+    root = tmp_path / "root"
+    generate(dep, root)
+    fast.install_tree(root)
+    try:
+        code, out = cli(fast, "start")
+        assert code == 1, out
+        assert "FAILED db" in out
+        assert "cancelled because of it: api, worker" in out
+        assert "not ready after" in out or "timed out" in out or "timeout" in out, out
+        code, out = cli(fast, "why", "worker")
+        assert code == 1
+        assert "requires api, which is inactive" in out
+        assert "requires db, which is failed" in out
+    finally:
+        generate(FAST, root)
+        fast.install_tree(root)

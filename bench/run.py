@@ -57,6 +57,7 @@ class Case:
     key: str
     what: str
     walls: list[float] = field(default_factory=list)
+    cpus: list[float] = field(default_factory=list)  # user + sys seconds
     rss_kib: list[int] = field(default_factory=list)
     units: int = 0  # services compiled (0: not a per-unit case)
     files: int = 0  # files written
@@ -70,21 +71,35 @@ class Case:
         return min(self.walls)
 
     @property
+    def cpu(self) -> float:
+        return statistics.median(self.cpus)
+
+    @property
     def rss_mib(self) -> float:
         return max(self.rss_kib) / 1024
 
     def to_json(self) -> dict[str, Any]:
         d = asdict(self)
-        d.update(median_s=self.median, min_s=self.best, peak_rss_mib=round(self.rss_mib, 1),
+        d.update(median_s=self.median, min_s=self.best, cpu_s=self.cpu, peak_rss_mib=round(self.rss_mib, 1),
                  per_unit_ms=1000 * self.median / self.units if self.units else None)
         return d
 
 
-def run_child(argv: list[str], env: dict[str, str] | None = None) -> tuple[float, int]:
-    """Wall time and peak RSS (KiB) of one child process; raise if it fails."""
-    with open(os.devnull, "wb") as null, tempfile.TemporaryFile() as err:
+# subprocess starts children with vfork, and exec keeps the old image's high-water
+# mark: wait4's ru_maxrss of a direct child is at least this process's RSS.  GNU
+# time forks the command from its own fresh, small image and reports (%M) the
+# command's peak alone.
+TIME = "/usr/bin/time"
+
+
+def run_child(argv: list[str], env: dict[str, str] | None = None) -> tuple[float, float, int]:
+    """Wall time, CPU time (user + sys) and peak RSS (KiB) of one child; raise if it fails."""
+    use_time = os.access(TIME, os.X_OK)
+    with open(os.devnull, "wb") as null, tempfile.TemporaryFile() as err, \
+            tempfile.NamedTemporaryFile("r") as rss_out:
+        cmd = [TIME, "-f", "%M", "-o", rss_out.name, *argv] if use_time else argv
         t0 = time.perf_counter()
-        p = subprocess.Popen(argv, stdout=null, stderr=err, env=env)
+        p = subprocess.Popen(cmd, stdout=null, stderr=err, env=env)
         _, status, usage = os.wait4(p.pid, 0)
         wall = time.perf_counter() - t0
         p.returncode = os.waitstatus_to_exitcode(status)
@@ -92,7 +107,8 @@ def run_child(argv: list[str], env: dict[str, str] | None = None) -> tuple[float
             err.seek(0)
             tail = err.read().decode(errors="replace")[-3000:]
             raise RuntimeError(f"{' '.join(argv)} exited {p.returncode}:\n{tail}")
-    return wall, usage.ru_maxrss
+        rss = int(rss_out.read().split()[-1]) if use_time else usage.ru_maxrss
+    return wall, usage.ru_utime + usage.ru_stime, rss
 
 
 def measure(case: Case, argv: list[str], reps: int, *, fresh: Path | None = None,
@@ -101,11 +117,12 @@ def measure(case: Case, argv: list[str], reps: int, *, fresh: Path | None = None
     for _ in range(reps):
         if fresh is not None:
             shutil.rmtree(fresh, ignore_errors=True)
-        wall, rss = run_child(argv, env)
+        wall, cpu, rss = run_child(argv, env)
         case.walls.append(wall)
+        case.cpus.append(cpu)
         case.rss_kib.append(rss)
     print(f"  {case.key:28} median {case.median * 1000:9.1f} ms  min {case.best * 1000:9.1f} ms"
-          f"  rss {case.rss_mib:6.1f} MiB  ({reps} runs)", flush=True)
+          f"  cpu {case.cpu * 1000:9.1f} ms  rss {case.rss_mib:6.1f} MiB  ({reps} runs)", flush=True)
     return case
 
 
@@ -171,6 +188,7 @@ def machine_facts(work: Path, shm: Path) -> dict[str, Any]:
         "disk_fs": f"{work} ({fs})", "tmpfs": str(shm),
         "podman_installed": m.group(1) if m else "?", "podman_candidate": c.group(1) if c else "?",
         "quadlet": str(q) if q else None,
+        "loadavg_start": Path("/proc/loadavg").read_text().split()[:3],
     }
 
 
@@ -354,6 +372,7 @@ def main() -> None:
             shutil.rmtree(work, ignore_errors=True)
             shutil.rmtree(shm, ignore_errors=True)
 
+    facts["loadavg_end"] = Path("/proc/loadavg").read_text().split()[:3]
     verdicts = judge(cases)
     RESULTS.mkdir(exist_ok=True)
     stamp = datetime.datetime.now().strftime("%Y%m%d-%H%M%S")
@@ -415,16 +434,21 @@ def render_results(r: dict[str, Any]) -> str:
          f"Measured {f['date']} on {f['cpus']} CPUs ({f['cpu']}), {f['mem_gib']} GiB, "
          f"Debian {f['os']}, kernel {f['kernel']}, Python {f['python']} "
          f"(`{f['python_exe'].replace(str(REPO) + '/', '')}`), "
-         f"osunits {f['osunits_commit']}. Disk: {f['disk_fs']}; tmpfs: `/dev/shm`.", "",
+         f"osunits {f['osunits_commit']}. Disk: {f['disk_fs']}; tmpfs: `/dev/shm`. "
+         f"Load average at start {' '.join(f['loadavg_start'])}, at end "
+         f"{' '.join(f.get('loadavg_end', ['?']))}: other jobs shared the 2 CPUs, so wall "
+         "times are noisy; min and CPU time are the steadier columns.", "",
          f"Quadlet: {'`' + f['quadlet'] + '`' if f['quadlet'] else 'no binary'} "
          f"(podman installed: {f['podman_installed']}, candidate: {f['podman_candidate']}).", "",
          "### Whole-process times", "",
-         "| case | runs | median ms | min ms | × `python -c pass` | per unit ms | peak RSS MiB |",
-         "|---|---:|---:|---:|---:|---:|---:|"]
+         "| case | runs | median ms | min ms | CPU ms | × `python -c pass` | per unit ms "
+         "| peak RSS MiB |",
+         "|---|---:|---:|---:|---:|---:|---:|---:|"]
     for k, c in cases.items():
         pu = f"{c['per_unit_ms']:.2f}" if c["per_unit_ms"] else ""
         L.append(f"| {k}: {c['what']} | {len(c['walls'])} | {_ms(c['median_s'])} | "
-                 f"{_ms(c['min_s'])} | {c['median_s'] / bare:.1f} | {pu} | {c['peak_rss_mib']} |")
+                 f"{_ms(c['min_s'])} | {_ms(c['cpu_s'])} | {c['median_s'] / bare:.1f} | {pu} | "
+                 f"{c['peak_rss_mib']} |")
     L += ["", "### Ratios", "", "| ratio | value |", "|---|---:|"]
 
     def ratio(label: str, a: str, b: str) -> None:

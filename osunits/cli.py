@@ -47,12 +47,13 @@ def default_host(opt: str | None) -> str:
     return opt or socket.gethostname().split(".")[0]
 
 
-def _fail(err: OsunitsError) -> typer.Exit:
+def _fail(err: OsunitsError, writes: bool = True) -> typer.Exit:
     if isinstance(err, DeploymentError):
         for p in err.problems:
             print(p, file=sys.stderr)
         n = sum(1 for p in err.problems if p.severity == "error")
-        print(f"osunits: {n} error(s); nothing was written", file=sys.stderr)
+        print(f"osunits: {n} error(s)" + ("; nothing was written" if writes else ""),
+              file=sys.stderr)
     else:
         print(f"osunits: {err}", file=sys.stderr)
     return typer.Exit(err.exit_code)
@@ -78,6 +79,8 @@ def generate(
         dep = load_deployment(deployment_dir(deployment))
         plan = plan_host(dep, default_host(host))
         result = write_files(root, plan.files, dry_run=dry_run or diff)
+        for w in plan.warnings:
+            print(w, file=sys.stderr)
     except OsunitsError as e:
         raise _fail(e) from None
     if diff:
@@ -121,7 +124,8 @@ def check_deps(
     host: Annotated[str | None, typer.Option("--host", "-H", help="Only this host "
                                              "[default: all hosts]")] = None,
     deployment: DeploymentOpt = None,
-    fmt: Annotated[Format, typer.Option("--format", "-f")] = Format.text,
+    fmt: Annotated[Format, typer.Option("--format", "-f", help="text for people, json for "
+                                        "tools, dot for graphviz (dot -Tsvg)")] = Format.text,
 ) -> None:
     """Validate the deployment's graph; print start order, critical path and problems."""
     from osunits import report
@@ -131,12 +135,12 @@ def check_deps(
     try:
         dep = load_deployment(deployment_dir(deployment))
         if host is not None and dep.host(host) is None:
-            from osunits.validate import _unknown_name
-            raise DeploymentError([_unknown_name("host", host, [h.name for h in dep.hosts],
-                                                 None, "--host")])  # type: ignore[arg-type]
+            from osunits.validate import unknown_name
+            raise DeploymentError([unknown_name("host", host, [h.name for h in dep.hosts],
+                                                 None, "--host")])
         rep = check_deployment(dep, [host] if host else None)
     except OsunitsError as e:
-        raise _fail(e) from None
+        raise _fail(e, writes=False) from None
     if fmt is Format.json:
         print(json.dumps(report.to_json(rep), indent=2, sort_keys=True))
     elif fmt is Format.dot:

@@ -258,6 +258,9 @@ def parse_environment(v: Value) -> tuple[tuple[str, str], ...]:
     for k, val in m.entries.items():
         if not ENV_RE.match(k):
             raise Invalid(f"{k!r} is not a valid environment variable name", m.key_loc(k))
+        if k.startswith("OSUNITS_"):
+            raise Invalid(f"{k!r}: names starting OSUNITS_ are reserved for the container init",
+                          m.key_loc(k))
         x = _scalar(val, "a string")
         if isinstance(x, bool) or x is None:
             raise Invalid(f"{k}: expected a string or number, got {_show(x)}", val.loc,
@@ -323,10 +326,13 @@ def parse_config_file(v: Value) -> ConfigFile:
     mode = 0o640
     if "mode" in m.entries:
         raw = _scalar(m.entries["mode"], "a mode")
-        try:
-            mode = int(str(raw), 8)
-        except ValueError as e:
-            raise Invalid(f"{raw!r} is not an octal mode", m.entries["mode"].loc) from e
+        if isinstance(raw, int) and not isinstance(raw, bool):
+            mode = raw  # YAML 1.1 already read a bare 0644 as octal
+        else:
+            try:
+                mode = int(str(raw), 8)
+            except ValueError as e:
+                raise Invalid(f"{raw!r} is not an octal mode", m.entries["mode"].loc) from e
         if not 0 <= mode <= 0o777:
             raise Invalid(f"{raw!r} is not a file mode", m.entries["mode"].loc)
     return ConfigFile(tmpl, parse_abs_path(_need(m, "path")), mode, m.loc)
@@ -462,13 +468,15 @@ SERVICE_FIELDS: tuple[Field, ...] = (
           "(After= only).", _NAMES_SCHEMA),
     Field("ports", list_of(parse_port_spec), (), "Ports the service listens on: 5000, "
           "'5000/udp' or {port, protocol}.",
-          {"type": "array", "items": {"oneOf": [_PORT_SCHEMA, {"type": "string"}, {
+          {"type": "array", "items": {"oneOf": [_PORT_SCHEMA, {
+              "type": "string", "pattern": r"^\d+(/(tcp|udp))?$"}, {
               "type": "object", "properties": {"port": _PORT_SCHEMA,
                                                "protocol": {"enum": ["tcp", "udp"]}},
               "required": ["port"], "additionalProperties": False}]}}),
     Field("publish", list_of(parse_publish), (), "Container ports published on the host: "
           "'HOST:CONTAINER[/udp]', 'ADDRESS:HOST:CONTAINER' or a mapping.",
-          {"type": "array", "items": {"oneOf": [_PORT_SCHEMA, {"type": "string"}, {
+          {"type": "array", "items": {"oneOf": [_PORT_SCHEMA, {
+              "type": "string", "pattern": _PUBLISH_RE.pattern}, {
               "type": "object", "properties": {
                   "host": _PORT_SCHEMA, "container": _PORT_SCHEMA,
                   "protocol": {"enum": ["tcp", "udp"]}, "address": {"type": "string"}},
@@ -494,12 +502,13 @@ SERVICE_FIELDS: tuple[Field, ...] = (
               "required": ["path"], "additionalProperties": False}]}}),
     Field("readiness", parse_readiness, None, "When the service counts as ready: notify, "
           "{tcp: PORT}, {http: URL}, {command: CMD}, each with an optional timeout; or none.",
-          {"oneOf": [{"enum": ["notify", "none"]}, {
-              "type": "object", "properties": {
-                  "notify": {"type": "boolean"}, "tcp": _PORT_SCHEMA, "http": {"type": "string"},
-                  "command": _EXEC_SCHEMA, "none": {"type": "boolean"},
-                  "timeout": _DURATION_SCHEMA},
-              "minProperties": 1, "maxProperties": 2, "additionalProperties": False}]}),
+          {"oneOf": [{"enum": ["notify", "none"]}, *[
+              {"type": "object", "properties": {kind: schema, "timeout": _DURATION_SCHEMA},
+               "required": [kind], "additionalProperties": False}
+              for kind, schema in (("notify", {"const": True}), ("none", {"const": True}),
+                                   ("tcp", _PORT_SCHEMA),
+                                   ("http", {"type": "string", "pattern": "^https?://"}),
+                                   ("command", _EXEC_SCHEMA))]]}),
     Field("restart", parse_enum(RestartPolicy), RestartPolicy.ON_FAILURE,
           "When systemd restarts the service (Restart=).",
           {"enum": [str(m) for m in RestartPolicy] + [False]}),

@@ -75,6 +75,10 @@ def _read_current(path: Path) -> bytes | None:
         return path.read_bytes()
     except FileNotFoundError:
         return None
+    except NotADirectoryError:
+        return b"<a parent is not a directory>"
+    except OSError as e:
+        raise OutputError(f"{path}: cannot read ({e.strerror}); refusing to write") from e
 
 
 def _digest(data: bytes) -> str:
@@ -85,7 +89,12 @@ def _planned_bytes(f: PlannedFile) -> bytes:
     return b"->" + f.link.encode() if f.link else f.content
 
 
-def load_manifest(root: Path, manifest: PurePosixPath = MANIFEST) -> dict[str, str]:
+def load_manifest(root: Path, manifest: PurePosixPath = MANIFEST,
+                  *, dry_run: bool = False) -> dict[str, str]:
+    journal = _on_disk(root, _journal_of(manifest))
+    if dry_run and journal.exists():
+        raise OutputError(f"{journal}: an interrupted run must be completed first; "
+                          "run `osunits generate` without --dry-run/--diff")
     recover(root, manifest)
     path = _on_disk(root, manifest)
     try:
@@ -102,9 +111,9 @@ def load_manifest(root: Path, manifest: PurePosixPath = MANIFEST) -> dict[str, s
 
 
 def plan_changes(root: Path, files: tuple[PlannedFile, ...],
-                 manifest: PurePosixPath = MANIFEST) -> list[FileChange]:
+                 manifest: PurePosixPath = MANIFEST, *, dry_run: bool = False) -> list[FileChange]:
     """What writing ``files`` would change; raises OutputError on any unowned conflict."""
-    owned = load_manifest(root, manifest)
+    owned = load_manifest(root, manifest, dry_run=dry_run)
     conflicts: list[str] = []
     changes: list[FileChange] = []
     planned = {str(f.path) for f in files}
@@ -162,11 +171,21 @@ def render_diff(changes: list[FileChange]) -> str:
 def write_files(root: Path, files: tuple[PlannedFile, ...], *, dry_run: bool = False,
                 layout: Layout = INSTALLED) -> Result:
     """Make the files under ``root`` exactly ``files`` (osunits' own files only)."""
-    changes = plan_changes(root, files, layout.manifest)
-    result = Result(changes)
+    recovered = not dry_run and _on_disk(root, _journal_of(layout.manifest)).exists()
+    changes = plan_changes(root, files, layout.manifest, dry_run=dry_run)
+    result = Result(changes, written=recovered)  # a completed interrupted run needs a reload
     manifest_path = _on_disk(root, layout.manifest)
     if dry_run or (not changes and manifest_path.exists()):
         return result
+    try:
+        return _write(root, files, changes, layout, result)
+    except OSError as e:
+        raise OutputError(f"{e.filename or root}: {e.strerror}; the previous files are kept "
+                          "(an interrupted write is completed or undone by the next run)") from e
+
+
+def _write(root: Path, files: tuple[PlannedFile, ...], changes: list[FileChange],
+           layout: Layout, result: Result) -> Result:
     by_path = {f.path: f for f in files}
     staged: list[tuple[str, str]] = []
     journal_path = _on_disk(root, _journal_of(layout.manifest))

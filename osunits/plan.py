@@ -92,18 +92,20 @@ class HostPlan:
     host: str
     files: tuple[PlannedFile, ...]  # sorted by path
     graph: HostGraph
+    warnings: tuple[Problem, ...] = ()
 
 
 def plan_host(dep: Deployment, host_name: str, layout: Layout = INSTALLED) -> HostPlan:
     host = dep.host(host_name)
     if host is None:
-        from osunits.validate import _unknown_name
-        raise DeploymentError([_unknown_name("host", host_name, [h.name for h in dep.hosts],
-                                             None, "--host")])  # type: ignore[arg-type]
+        from osunits.validate import unknown_name
+        raise DeploymentError([unknown_name("host", host_name, [h.name for h in dep.hosts],
+                                             None, "--host")])
     report = check_deployment(dep, [host_name])
     errors = [p for p in report.problems if p.severity == "error"]
     if errors:
         raise DeploymentError(errors)
+    warnings = tuple(p for p in report.problems if p.severity != "error")
     graph = report.hosts[0]
     renderer = ConfigRenderer(dep.root / TEMPLATES_DIR)
     files: list[PlannedFile] = []
@@ -114,14 +116,14 @@ def plan_host(dep: Deployment, host_name: str, layout: Layout = INSTALLED) -> Ho
         except DeploymentError as e:
             problems += e.problems
         except EscapeError as e:  # validation should have caught it: still no traceback
-            problems.append(Problem("R001", f"cannot write {svc.name}'s units: {e}", svc.loc))
+            problems.append(Problem("P001", f"cannot write {svc.name}'s units: {e}", svc.loc))
     if problems:
         raise DeploymentError(problems)
     files.append(PlannedFile(layout.units / TARGET, render_unit(
         "openstack.target.j2", host=host.name,
         units=[unit_name(s.name) for s in host.services]).encode(), source="deployment.yaml"))
     files.append(PlannedFile(layout.init, INIT_SOURCE.read_bytes(), 0o755, source="osunits"))
-    return HostPlan(host.name, tuple(sorted(files, key=lambda f: f.path)), graph)
+    return HostPlan(host.name, tuple(sorted(files, key=lambda f: f.path)), graph, warnings)
 
 
 def _rel(dep: Deployment, path: Path) -> str:

@@ -27,6 +27,7 @@ Stdlib only; pystemd is used only by :meth:`Testbed.dbus` if installed.
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import os
 import shutil
@@ -224,10 +225,8 @@ class Testbed:
             except ProcessLookupError:
                 pass
         if self._watchdog_w is not None:
-            try:
-                os.write(self._watchdog_w, b"q")
-            except OSError:
-                pass
+            with contextlib.suppress(OSError):
+                os.write(self._watchdog_w, b"q")  # goodbye: the watchdog exits quietly
             os.close(self._watchdog_w)
             self._watchdog_w = None
         if self._watchdog is not None:

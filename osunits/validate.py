@@ -244,9 +244,11 @@ def _name_list(v: Value, key: str, problems: list[Problem]) -> list[tuple[str, L
     return out
 
 
-def _unknown_name(what: str, name: str, known: list[str], loc: Location, key: str) -> Problem:
+def unknown_name(what: str, name: str, known: list[str], loc: Location | None,
+                  key: str) -> Problem:
     close = difflib.get_close_matches(name, known, n=1)
-    hint = f"did you mean {close[0]!r}?" if close else ""
+    hint = (f"did you mean {close[0]!r}?" if close
+            else f"known: {', '.join(sorted(known))}" if 0 < len(known) <= 12 else "")
     return Problem("E120", f"unknown {what} {name!r}", loc, key, hint)
 
 
@@ -275,7 +277,7 @@ def _load_roles(top: Mapping, services: dict[str, Mapping], broken: set[str],
         for sname, loc in _name_list(rv.get("services") or Scalar(None, rv.loc),
                                      f"roles.{rname}.services", problems):
             if sname not in services and sname not in broken:
-                problems.append(_unknown_name("service", sname, list(services), loc,
+                problems.append(unknown_name("service", sname, list(services), loc,
                                               f"roles.{rname}.services"))
             names.append(sname)
         overrides = _overrides(rv, f"roles.{rname}", set(names), problems)
@@ -291,7 +293,7 @@ def _overrides(m: Mapping, where: str, allowed: set[str] | None,
     for sname, sv in ov.entries.items():
         loc = ov.key_loc(sname)
         if allowed is not None and sname not in allowed:
-            problems.append(_unknown_name(f"service (not in {where})", sname, sorted(allowed),
+            problems.append(unknown_name(f"service (not in {where})", sname, sorted(allowed),
                                           loc, f"{where}.overrides"))
         elif not isinstance(sv, Mapping):
             problems.append(Problem("E106", "expected a mapping of service keys", sv.loc,
@@ -342,7 +344,7 @@ def _load_hosts(top: Mapping, roles: dict[str, _Role], raw: dict[str, Mapping],
                                      f"hosts.{hname}.roles", problems):
             role = roles.get(rname)
             if role is None:
-                problems.append(_unknown_name("role", rname, list(roles), loc,
+                problems.append(unknown_name("role", rname, list(roles), loc,
                                               f"hosts.{hname}.roles"))
                 continue
             role_names.append(rname)
@@ -350,7 +352,7 @@ def _load_hosts(top: Mapping, roles: dict[str, _Role], raw: dict[str, Mapping],
         for sname, loc in _name_list(hv.get("services") or Scalar(None, hv.loc),
                                      f"hosts.{hname}.services", problems):
             if sname not in raw and sname not in broken:
-                problems.append(_unknown_name("service", sname, sorted(raw), loc,
+                problems.append(unknown_name("service", sname, sorted(raw), loc,
                                               f"hosts.{hname}.services"))
             elif sname not in svc_names:
                 svc_names.append(sname)

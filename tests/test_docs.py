@@ -92,10 +92,11 @@ _BAD = [
     pytest.param({"readiness": {"tcp": 8080, "http": "http://127.0.0.1/", "timeout": 5}},
                  id="two-readiness-kinds-and-timeout"),
     pytest.param({"readiness": {"tcp": 8080, "http": "http://127.0.0.1/"}},
-                 id="two-readiness-kinds",
-                 marks=pytest.mark.xfail(strict=True, reason="fields.py's readiness schema only "
-                                         "says maxProperties: 2, so two kinds without a timeout "
-                                         "pass; drop this mark once the schema says oneOf")),
+                 id="two-readiness-kinds"),
+    pytest.param({"readiness": {"timeout": 5}}, id="readiness-timeout-only"),
+    pytest.param({"readiness": {"notify": False}}, id="readiness-notify-false"),
+    pytest.param({"ports": ["abc"]}, id="port-string"),
+    pytest.param({"publish": ["80"]}, id="publish-no-container-port"),
     pytest.param({"readiness": "sometimes"}, id="readiness-word"),
     pytest.param({"network": "bridge"}, id="network-enum"),
     pytest.param({"requires": ["Not_A_Name"]}, id="dependency-name"),
@@ -154,7 +155,7 @@ def test_command_is_documented(name: str) -> None:
 
 # --- (d) every error code is documented ---------------------------------------------------
 
-_CODE = re.compile(r"""["']([ECTR]\d{3})["']""")
+_CODE = re.compile(r"""["']([ECPTR]\d{3})["']""")
 
 
 def _codes_in_source() -> set[str]:

@@ -197,6 +197,11 @@ def _targets(host, port):
         return [(_socket.AF_INET, ("127.0.0.1", port)), (_socket.AF_INET6, ("::1", port))]
     if ":" in host:
         return [(_socket.AF_INET6, (host, port))]
+    try:  # an address literal needs no resolver (which would load NSS modules: ~1 MB)
+        _socket.inet_pton(_socket.AF_INET, host)
+        return [(_socket.AF_INET, (host, port))]
+    except OSError:
+        pass
     try:
         return [(ai[0], ai[4][:2]) for ai in
                 _socket.getaddrinfo(host, port, 0, _socket.SOCK_STREAM)]

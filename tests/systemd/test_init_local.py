@@ -11,6 +11,7 @@ import shlex
 import socket
 import subprocess
 import time
+import uuid
 from pathlib import Path
 
 import pytest
@@ -36,7 +37,7 @@ def test_split_command_reads_shlex_join(words: list[str]) -> None:
 
 
 def run_init(tmp_path: Path, argv: list[str], **env: str) -> tuple[int, list[str], str, float]:
-    sock_path = str(tmp_path / "notify")
+    sock_path = str(tmp_path / f"notify-{uuid.uuid4().hex[:8]}")
     rx = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
     rx.bind(sock_path)
     rx.settimeout(0.05)
@@ -57,9 +58,10 @@ def run_init(tmp_path: Path, argv: list[str], **env: str) -> tuple[int, list[str
 
 
 def test_tcp_ready_then_exit_status(tmp_path: Path) -> None:
+    port_file = str(tmp_path / "port")
     prog = ("import socket, time; time.sleep(0.3); s = socket.socket(); "
-            "s.bind(('127.0.0.1', 0)); open(%r, 'w').write(str(s.getsockname()[1])); "
-            "s.listen(); time.sleep(0.3); raise SystemExit(5)") % str(tmp_path / "port")
+            f"s.bind(('127.0.0.1', 0)); open({port_file!r}, 'w').write(str(s.getsockname()[1])); "
+            "s.listen(); time.sleep(0.3); raise SystemExit(5)")
     # the port is only known once bound: use the command check to read it
     check = f"command:sh -c 'test -s {tmp_path}/port'"
     code, msgs, err, _ = run_init(tmp_path, [PY, "-c", prog], OSUNITS_READY=check)
@@ -87,5 +89,4 @@ def test_exit_133_is_not_passed_on(tmp_path: Path) -> None:
 
 def test_bad_configuration(tmp_path: Path) -> None:
     assert run_init(tmp_path, ["/bin/true"], OSUNITS_READY="bogus:1")[0] == 2
-    assert run_init(tmp_path / "x" if (tmp_path / "x").mkdir() is None else tmp_path,
-                    ["/bin/true"], OSUNITS_USER="no-such-user-here")[0] == 2
+    assert run_init(tmp_path, ["/bin/true"], OSUNITS_USER="no-such-user-here")[0] == 2

@@ -100,8 +100,7 @@ def report_outcome(sd: Systemd, verb: str, oc: Outcome, out: Print) -> None:
         return
     for unit, result in sorted(oc.failed.items()):
         props = sd.properties(unit, UNIT, SERVICE)
-        out(f"FAILED {service_of(unit)}: job {result}, result {props.get('Result', '?')}"
-            + (f" ({props['StatusText']})" if props.get("StatusText") else ""))
+        out(f"FAILED {service_of(unit)}: job {result}, {explain_result(props)}")
         chain = oc.cancelled.get(unit, [])
         if chain:
             out("  cancelled because of it: " + ", ".join(service_of(u) for u in chain))
@@ -112,6 +111,25 @@ def report_outcome(sd: Systemd, verb: str, oc: Outcome, out: Print) -> None:
     orphans = oc.cancelled.get("(unknown)")
     if orphans:
         out("  also cancelled: " + ", ".join(service_of(u) for u in orphans))
+
+
+READINESS_TIMEOUT_STATUS = 124  # the container init's exit status (docs/readiness.md)
+
+
+def explain_result(p: dict[str, Any]) -> str:
+    """A unit's Result= and exit status in an operator's words."""
+    result, status = p.get("Result"), p.get("ExecMainStatus")
+    if result == "exit-code" and status == READINESS_TIMEOUT_STATUS:
+        return "readiness timeout: the service did not become ready in time"
+    if result == "timeout":
+        return "start timed out (TimeoutStartSec=)"
+    if result == "exit-code":
+        return f"the service exited with status {status}"
+    if result == "signal":
+        return f"the service was killed by signal {status}"
+    if result == "start-limit-hit":
+        return f"start limit hit after {p.get('NRestarts')} restarts"
+    return f"result {result}"
 
 
 def _ts(usec: int) -> str:
@@ -185,15 +203,8 @@ def why(sd: Systemd, service: str) -> list[str]:
     if result == "start-limit-hit":
         lines.append(f"  start limit hit: it failed too often (restarts: {p.get('NRestarts')}); "
                      f"`systemctl reset-failed {unit}` to allow starting again")
-    elif result == "timeout":
-        lines.append("  start timed out: the readiness check did not pass in time"
-                     + (f" ({p['StatusText']})" if p.get("StatusText") else ""))
-    elif result == "exit-code":
-        lines.append(f"  the service exited with status {p.get('ExecMainStatus')}")
-    elif result == "signal":
-        lines.append(f"  the service was killed by signal {p.get('ExecMainStatus')}")
     elif result and result != "success":
-        lines.append(f"  last result: {result}")
+        lines.append(f"  {explain_result(p)}")
     # requirements that are not up explain a cancelled start
     for dep in sorted(set(p.get("Requires", [])) | set(p.get("BindsTo", []))):
         if not dep.startswith("systemd-nspawn@"):

@@ -29,7 +29,7 @@ def test_exec_word_escapes_specifiers_and_variables(word: str) -> None:
     assert "$" not in out.replace("$$", "")
 
 
-@given(words.filter(lambda ws: all(not ("'" in w and '"' in w) for w in ws)))
+@given(words)
 def test_nspawn_words_round_trip(ws: list[str]) -> None:
     assert split_words(escape.nspawn_words(ws), cunescape=False) == ws
 
@@ -61,8 +61,8 @@ def test_specific_escapes() -> None:
     assert escape.exec_line(["/bin/echo", "-n"]) == '/bin/echo "-n"'
     assert escape.nspawn_word("a b") == '"a b"'
     assert escape.nspawn_word('say "hi"') == "'say \"hi\"'"
-    with pytest.raises(escape.EscapeError):
-        escape.nspawn_word("it's \"x\"")
+    assert escape.nspawn_word("it's \"x\"") == '"it\'s "\'"x"\''
+    assert escape.nspawn_word("") == '""'
     with pytest.raises(escape.EscapeError):
         escape.exec_line(["relative/prog"])
     with pytest.raises(escape.EscapeError):

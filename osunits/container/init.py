@@ -347,7 +347,9 @@ class CommandCheck:
 def split_command(s):
     """shlex.split() for what shlex.join() writes (quotes and backslashes as in sh),
     without importing shlex (re, enum: ~1.3 MB that would stay for the container's life)."""
-    words, cur, have, i, n = [], [], False, 0, len(s)
+    words: list[str] = []
+    cur: list[str] = []
+    have, i, n = False, 0, len(s)
     while i < n:
         c = s[i]
         if c in " \t\n":
@@ -528,8 +530,8 @@ def main(argv):
             if ok:
                 ready = True
                 log(f"ready after {now - t0:.2f} s ({ready_spec})")
-                status = getattr(check, "status", None) or f"ready ({ready_spec})"
-                host_notify.send(f"READY=1\nSTATUS={status}")
+                ready_status = getattr(check, "status", None) or f"ready ({ready_spec})"
+                host_notify.send(f"READY=1\nSTATUS={ready_status}")
             elif ok is False:
                 next_try = now + delay
                 if isinstance(check, CommandCheck):  # a slow check: do not run it back to back

@@ -87,7 +87,7 @@ def nspawn_word(word: str) -> Escaped:
     """One word of a .nspawn strv key (Parameters=, Environment=).
 
     systemd parses these with EXTRACT_UNQUOTE|EXTRACT_RETAIN_ESCAPE: quotes
-    group, backslashes are literal, so a word cannot hold both quote kinds.
+    group (also mid-word), backslashes are literal (verified, docs/readiness.md).
     """
     _no_newline(word)
     if word and not re.search(r"[\s'\"]", word):
@@ -96,7 +96,16 @@ def nspawn_word(word: str) -> Escaped:
         return Escaped(f'"{word}"')
     if "'" not in word:
         return Escaped(f"'{word}'")
-    raise EscapeError(f"{word!r}: a .nspawn value cannot hold both ' and \"")
+    # Adjacent quoted pieces join into one word: "it's "'"x"' is  it's "x"
+    pieces = []
+    i = 0
+    while i < len(word):
+        q = "'" if word[i] == '"' else '"'
+        j = word.find(q, i)
+        j = len(word) if j < 0 else j
+        pieces.append(f"{q}{word[i:j]}{q}")
+        i = j
+    return Escaped("".join(pieces))
 
 
 def nspawn_words(words: list[str] | tuple[str, ...]) -> Escaped:

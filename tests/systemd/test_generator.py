@@ -73,7 +73,8 @@ def test_generator_failure_is_visible(tb: Testbed, tmp_path: object) -> None:
     install_deployment(tb, bad)
     tb.daemon_reload()
     errors = (tb.root / "run/osunits/generator-errors").read_text()
-    assert "/etc/osunits/services/api.yaml:4: error[C002]: requires: api on t1: unknown service 'dbb'" in errors
+    assert ("/etc/osunits/services/api.yaml:4: error[C002]: requires: api on t1: "
+            "unknown service 'dbb'") in errors
     res = tb.systemctl("start", "openstack.target", check=False)
     assert res.returncode != 0
     st = tb.show("osunits-generator-failed.service", "ActiveState", "Result")

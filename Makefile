@@ -6,7 +6,7 @@ HOST     ?= ctl01
 EXAMPLE  := examples/openstack
 OUT      := build/$(HOST)
 APT_PKGS := python3-venv python3-dev gcc pkg-config libsystemd-dev systemd-container \
-            debootstrap graphviz iproute2 make
+            debootstrap graphviz iproute2 nftables make
 export DEBIAN_FRONTEND := noninteractive
 
 .PHONY: deps system-deps demo test test-fast e2e bench lint clean

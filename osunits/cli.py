@@ -304,6 +304,72 @@ def logs(service: str, bus: BusOpt = None,
     os.execvp(argv[0], argv)
 
 
+rootfs_app = typer.Typer(help="Container root filesystems from rootfs_specs/ (docs/rootfs.md).",
+                         no_args_is_help=True)
+app.add_typer(rootfs_app, name="rootfs")
+
+
+def default_specs_dir() -> Path:
+    here = Path(__file__).parent
+    for cand in (here / "rootfs_specs", here.parent / "rootfs_specs"):
+        if cand.is_dir():
+            return cand
+    return here / "rootfs_specs"
+
+
+SpecsOpt = Annotated[Path | None, typer.Option("--specs", help="Spec directory [default: "
+                                               "the bundled rootfs_specs/]", show_default=False)]
+RootOpt = Annotated[Path, typer.Option(help="Images live under ROOT/var/lib/osunits/rootfs")]
+
+
+@rootfs_app.command("build")
+def rootfs_build(
+    names: Annotated[list[str] | None, typer.Argument(help="Specs to build")] = None,
+    all_: Annotated[bool, typer.Option("--all", help="Build every spec")] = False,
+    specs: SpecsOpt = None, root: RootOpt = Path("/"),
+    cache: Annotated[Path | None, typer.Option(help="Layer cache [default: "
+                                               "ROOT/var/cache/osunits/rootfs]")] = None,
+    force: Annotated[bool, typer.Option(help="Rebuild even if current")] = False,
+    mirror: Annotated[str | None, typer.Option(help="Debian mirror [default: the host's]")] = None,
+) -> None:
+    """Build images (cached by content: an unchanged spec is a no-op)."""
+    from osunits import rootfs
+
+    try:
+        loaded = rootfs.load_specs(specs or default_specs_dir())
+        wanted = list(loaded) if all_ else (names or [])
+        if not wanted:
+            print("osunits: name specs to build, or --all", file=sys.stderr)
+            raise typer.Exit(2)
+        for n in rootfs.build_order(wanted, loaded):
+            rootfs.build(n, loaded, root=root, cache=cache, mirror=mirror, force=force)
+    except OsunitsError as e:
+        raise _fail(e) from None
+
+
+@rootfs_app.command("list")
+def rootfs_list(specs: SpecsOpt = None, root: RootOpt = Path("/")) -> None:
+    """Images and whether they are current with their specs."""
+    from osunits import rootfs
+
+    try:
+        loaded = rootfs.load_specs(specs or default_specs_dir())
+        images = rootfs.list_images(root, loaded)
+    except OsunitsError as e:
+        raise _fail(e, writes=False) from None
+    for im in images:
+        print(f"{im.name:<20} {im.status!s:<8} {im.path}")
+
+
+@rootfs_app.command("prune")
+def rootfs_prune(root: RootOpt = Path("/")) -> None:
+    """Remove cached layers no image uses any more."""
+    from osunits import rootfs
+
+    for p in rootfs.prune(root=root):
+        print(f"removed {p}")
+
+
 def main() -> None:
     app()
 

@@ -21,6 +21,7 @@ from osunits.model import (
     ReadinessKind,
     Service,
 )
+from osunits.network import allocate, check_network
 
 READY_PORT = 7480  # osunits-ready.socket: answers whether a service on this host is active
 
@@ -205,10 +206,12 @@ def check_deployment(dep: Deployment, hosts: Iterable[str] | None = None) -> Rep
             "C001", "dependency cycle: " + " => ".join(cyc), dloc or loc, "requires/wants/after",
             hint="systemd would break it at start by dropping an arbitrary job; remove one edge"))
 
+    check_network(dep, report.problems)
     for h in dep.hosts:
         if wanted is not None and h.name not in wanted:
             continue
         report.hosts.append(_check_host(dep, h, placement, known, report.problems))
+        allocate(h, dep.network, report.problems)
     return report
 
 

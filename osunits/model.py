@@ -7,6 +7,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from enum import StrEnum
+from ipaddress import IPv4Address, IPv4Network
 from pathlib import Path, PurePosixPath
 
 from osunits.errors import Location
@@ -167,11 +168,27 @@ class Host:
 
 
 @dataclass(frozen=True, slots=True)
+class Network:
+    """The per-host service network (docs/networks.md)."""
+
+    subnet: IPv4Network = IPv4Network("10.213.0.0/16")
+    bridge: str = "osunits0"
+    gate_timeout: int = 600  # seconds a cross-host gate waits for its remote service
+    masquerade: bool = True  # containers reach other hosts through the host's address
+    loc: Location | None = field(default=None, compare=False)
+
+    @property
+    def gateway(self) -> IPv4Address:
+        return self.subnet.network_address + 1
+
+
+@dataclass(frozen=True, slots=True)
 class Deployment:
     root: Path
     hosts: tuple[Host, ...]  # sorted by name
     roles: tuple[tuple[str, tuple[str, ...]], ...]
     services: tuple[Service, ...]  # base definitions, before overrides
+    network: Network = Network()
 
     def host(self, name: str) -> Host | None:
         for h in self.hosts:

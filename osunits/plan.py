@@ -21,9 +21,10 @@ from pathlib import Path, PurePosixPath
 from typing import Any
 
 from osunits.errors import DeploymentError, Problem
-from osunits.graph import HostGraph, check_deployment
+from osunits.graph import READY_PORT, CrossHostEdge, HostGraph, check_deployment
 from osunits.model import DependencyKind, Deployment, Host, NetworkMode, Service
-from osunits.render import ConfigRenderer, render_unit
+from osunits.network import allocate, netns_name, veth_name
+from osunits.render import ConfigRenderer, render_text, render_unit
 from osunits.systemd.escape import EscapeError
 from osunits.validate import TEMPLATES_DIR
 
@@ -32,6 +33,22 @@ ROOTFS_DIR = OSUNITS_LIB / "rootfs"  # images persist in /var whatever the layou
 INIT_CONTAINER_PATH = PurePosixPath("/run/osunits/init")
 INIT_SOURCE = Path(__file__).parent / "container" / "init.py"
 TARGET = "openstack.target"
+BRIDGE_UNIT = "osunits-bridge.service"
+READY_UNIT = "osunits-ready"
+NAT_TABLE = "osunits"
+PROXYD = "/lib/systemd/systemd-socket-proxyd"
+
+
+def netns_unit(service: str) -> str:
+    return f"osunits-net-{service}.service"
+
+
+def gate_unit(dep: str) -> str:
+    return f"osunits-remote-{dep}.service"
+
+
+def publish_unit(service: str, port: int, suffix: str) -> str:
+    return f"osunits-publish-{service}-{port}.{suffix}"
 DROPIN_NAME = "50-osunits.conf"
 START_MARGIN = 30  # seconds on top of the readiness timeout for the container itself
 
@@ -110,18 +127,23 @@ def plan_host(dep: Deployment, host_name: str, layout: Layout = INSTALLED) -> Ho
     renderer = ConfigRenderer(dep.root / TEMPLATES_DIR)
     files: list[PlannedFile] = []
     problems: list[Problem] = []
+    addresses = {k: str(v) for k, v in allocate(host, dep.network, problems).items()}
+    gates = _gates(graph.cross_host)
     for svc in host.services:
         try:
-            files += _plan_service(dep, host, svc, renderer, layout)
+            files += _plan_service(dep, host, svc, renderer, layout, addresses, gates)
         except DeploymentError as e:
             problems += e.problems
         except EscapeError as e:  # validation should have caught it: still no traceback
             problems.append(Problem("P001", f"cannot write {svc.name}'s units: {e}", svc.loc))
     if problems:
         raise DeploymentError(problems)
+    extra = _plan_network(dep, host, layout, addresses, gates)
+    files += extra
+    wanted = [unit_name(s.name) for s in host.services] + sorted(
+        str(f.path.name) for f in extra if f.path.suffix == ".socket")
     files.append(PlannedFile(layout.units / TARGET, render_unit(
-        "openstack.target.j2", host=host.name,
-        units=[unit_name(s.name) for s in host.services]).encode(), source="deployment.yaml"))
+        "openstack.target.j2", host=host.name, units=wanted).encode(), source="deployment.yaml"))
     files.append(PlannedFile(layout.init, INIT_SOURCE.read_bytes(), 0o755, source="osunits"))
     return HostPlan(host.name, tuple(sorted(files, key=lambda f: f.path)), graph, warnings)
 
@@ -133,8 +155,97 @@ def _rel(dep: Deployment, path: Path) -> str:
         return str(path)
 
 
+def _gates(edges: tuple[CrossHostEdge, ...]) -> dict[str, CrossHostEdge]:
+    """One gate per remote dependency of the host, shared by its dependents."""
+    out: dict[str, CrossHostEdge] = {}
+    for e in edges:
+        out.setdefault(e.dependency.name, e)
+    return out
+
+
+def _probe_spec(endpoint: str) -> str:
+    kind, _, where = endpoint.partition(" ")
+    if kind == "ready":
+        return f"http:http://{where}"
+    return f"{kind}:{where}"
+
+
+def _ready_endpoint_services(dep: Deployment, host: Host) -> list[str]:
+    """Services of ``host`` that other hosts' gates ask the readiness endpoint about."""
+    names: set[str] = set()
+    prefix = f"ready {host.address}:{READY_PORT}/"
+    for e in check_deployment(dep).hosts:
+        for c in e.cross_host:
+            if c.endpoint.startswith(prefix):
+                names.add(c.endpoint.removeprefix(prefix))
+    return sorted(names)
+
+
+def _plan_network(dep: Deployment, host: Host, layout: Layout, addresses: dict[str, str],
+                  gates: dict[str, CrossHostEdge]) -> list[PlannedFile]:
+    net = dep.network
+    files: list[PlannedFile] = []
+    common = {"host": host.name, "target": TARGET}
+    if addresses:
+        nat_file = ""
+        if net.masquerade:
+            nat_path = layout.own / "lib" / "nat.nft"
+            nat_file = str(nat_path)
+            files.append(PlannedFile(nat_path, render_text(
+                "nat.nft.j2", host=host.name, table=NAT_TABLE, subnet=str(net.subnet),
+                bridge=net.bridge).encode(), source="deployment.yaml"))
+        files.append(PlannedFile(layout.units / BRIDGE_UNIT, render_unit(
+            "bridge.service.j2", bridge=net.bridge, nat_file=nat_file, nat_table=NAT_TABLE,
+            cidr=f"{net.gateway}/{net.subnet.prefixlen}", **common).encode(),
+            source="deployment.yaml"))
+    init = str(layout.init)
+    for name, edge in sorted(gates.items()):
+        argv = ["/usr/bin/python3", "-I", "-S", init, "--probe", _probe_spec(edge.endpoint),
+                str(net.gate_timeout)]
+        files.append(PlannedFile(layout.units / gate_unit(name), render_unit(
+            "gate.service.j2", dep=name, remote=edge.remote_hosts[0], endpoint=edge.endpoint,
+            timeout=net.gate_timeout, argv=argv, **common).encode(), source="deployment.yaml"))
+    ready = _ready_endpoint_services(dep, host)
+    if ready:
+        files.append(PlannedFile(layout.units / f"{READY_UNIT}.socket", render_unit(
+            "ready.socket.j2", port=READY_PORT, **common).encode(), source="deployment.yaml"))
+        argv = ["/usr/bin/python3", "-I", "-S", init, "--answer-ready", *ready]
+        files.append(PlannedFile(layout.units / f"{READY_UNIT}@.service", render_unit(
+            "ready@.service.j2", argv=argv, **common).encode(), source="deployment.yaml"))
+    return files
+
+
+def _hosts_file(dep: Deployment, host: Host, svc: Service, addresses: dict[str, str]) -> str:
+    """/etc/hosts of a container: every service and host of the deployment by name."""
+    gateway = str(dep.network.gateway)
+    here_private = svc.network is NetworkMode.PRIVATE
+    by_addr: dict[str, list[str]] = {}
+
+    def add(addr: str, name: str) -> None:
+        names = by_addr.setdefault(addr, [])
+        if name not in names:
+            names.append(name)
+
+    for s in host.services:
+        if s.name in addresses:
+            add(addresses[s.name], s.name)
+        else:  # the host's own network: the bridge's address from a container, else loopback
+            add(gateway if here_private else "127.0.0.1", s.name)
+    for name, hosts in dep.placement().items():
+        if host.service(name) is None:
+            remote = dep.host(hosts[0])
+            if remote is not None:
+                add(remote.address, name)
+    for h in dep.hosts:
+        if h.name != host.name:
+            add(h.address, h.name)
+    entries = [(a, " ".join(n)) for a, n in sorted(by_addr.items(), key=lambda kv: kv[1][0])]
+    return render_text("hosts.j2", svc=svc.name, host=host.name, entries=entries)
+
+
 def _plan_service(dep: Deployment, host: Host, svc: Service, renderer: ConfigRenderer,
-                  layout: Layout) -> list[PlannedFile]:
+                  layout: Layout, addresses: dict[str, str],
+                  gates: dict[str, CrossHostEdge]) -> list[PlannedFile]:
     source = _rel(dep, svc.source)
     files: list[PlannedFile] = []
     binds_ro: list[tuple[str, str]] = []
@@ -146,6 +257,10 @@ def _plan_service(dep: Deployment, host: Host, svc: Service, renderer: ConfigRen
         files.append(PlannedFile(host_path, text.encode(), cf.mode, source=source))
         binds_ro.append((str(host_path), str(cf.path)))
         digest.update(f"{cf.path}\0{cf.mode:o}\0".encode() + text.encode() + b"\0")
+    hosts_path = layout.config / svc.name / "etc" / "hosts"
+    files.append(PlannedFile(hosts_path, _hosts_file(dep, host, svc, addresses).encode(),
+                             source=source))
+    binds_ro.append((str(hosts_path), "/etc/hosts"))
     binds = [(str(st.host_path(svc.name)), str(st.path)) for st in svc.state]
     env: list[tuple[str, str]] = []
     params: list[str] = []
@@ -163,7 +278,7 @@ def _plan_service(dep: Deployment, host: Host, svc: Service, renderer: ConfigRen
     env += list(svc.environment)
     files.append(PlannedFile(layout.nspawn / f"{svc.name}.nspawn", render_unit(
         "service.nspawn.j2", svc=svc, host=host.name, source=source, params=params, env=env,
-        binds_ro=binds_ro, binds=binds, private=svc.network is NetworkMode.PRIVATE,
+        binds_ro=binds_ro, binds=binds,
     ).encode(), source=source))
 
     deps: dict[str, list[str]] = {str(k): [] for k in DependencyKind}
@@ -171,12 +286,42 @@ def _plan_service(dep: Deployment, host: Host, svc: Service, renderer: ConfigRen
     for d in svc.dependencies:
         if d.name in local:
             deps[str(d.kind)].append(unit_name(d.name))
+        elif d.name in gates and d.kind is not DependencyKind.AFTER:
+            deps[str(d.kind)].append(gate_unit(d.name))
+    binds_to: list[str] = []
+    netns_path = ""
+    address = addresses.get(svc.name, "")
+    if address:
+        unit = netns_unit(svc.name)
+        binds_to.append(unit)
+        deps["after"].append(unit)
+        netns_path = f"/run/netns/{netns_name(svc.name)}"
+        files.append(PlannedFile(layout.units / unit, render_unit(
+            "netns.service.j2", svc=svc.name, host=host.name, source=source, target=TARGET,
+            cidr=f"{address}/{dep.network.subnet.prefixlen}", bridge=dep.network.bridge,
+            bridge_unit=BRIDGE_UNIT, netns=netns_name(svc.name), veth=veth_name(svc.name),
+            gateway=str(dep.network.gateway)).encode(), source=source))
+        for p in svc.publish:
+            listen = f"{p.address}:{p.host_port}" if p.address else str(p.host_port)
+            if ":" in p.address:
+                listen = f"[{p.address}]:{p.host_port}"
+            ctx = {"svc": svc.name, "host": host.name, "source": source, "target": TARGET,
+                   "port": p.host_port}
+            files.append(PlannedFile(layout.units / publish_unit(svc.name, p.host_port, "socket"),
+                                     render_unit("publish.socket.j2", listen=listen, **ctx)
+                                     .encode(), source=source))
+            files.append(PlannedFile(
+                layout.units / publish_unit(svc.name, p.host_port, "service"),
+                render_unit("publish.service.j2", container=unit_name(svc.name),
+                            dest=f"{address}:{p.container_port}", **ctx).encode(),
+                source=source))
     after = sorted(deps["requires"] + deps["wants"] + deps["after"])
     files.append(PlannedFile(
         layout.units / f"{unit_name(svc.name)}.d" / DROPIN_NAME,
         render_unit(
             "service.dropin.j2", svc=svc, host=host.name, source=source, target=TARGET,
             requires=sorted(deps["requires"]), wants=sorted(deps["wants"]), after=after,
+            binds_to=binds_to, netns_path=netns_path,
             timeout_start=svc.readiness.timeout + START_MARGIN,
             config_hash=digest.hexdigest()[:16] if svc.config else "",
             state_dirs=sorted({b[0] for b in binds}),

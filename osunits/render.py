@@ -63,6 +63,19 @@ def render_unit(template: str, **context: Any) -> str:
     return unit_env().get_template(template).render(**context)
 
 
+@functools.cache
+def text_env() -> jinja2.Environment:
+    """For generated files that are not systemd syntax (/etc/hosts, nftables rules);
+    their values are addresses and validated names only."""
+    return jinja2.Environment(loader=jinja2.FileSystemLoader(str(UNIT_TEMPLATES)),
+                              undefined=jinja2.StrictUndefined, autoescape=False,
+                              keep_trailing_newline=True, trim_blocks=True, lstrip_blocks=True)
+
+
+def render_text(template: str, **context: Any) -> str:
+    return text_env().get_template(template).render(**context)
+
+
 class ConfigRenderer:
     """The deployment's own templates (templates/), sandboxed and strict."""
 

@@ -8,7 +8,9 @@ templates).  All problems are collected, then raised together.
 from __future__ import annotations
 
 import difflib
+import re
 from collections.abc import Callable
+from ipaddress import IPv4Network
 from pathlib import Path
 from typing import TypeVar
 
@@ -21,6 +23,7 @@ from osunits.model import (
     DependencyKind,
     Deployment,
     Host,
+    Network,
     Readiness,
     ReadinessKind,
     Service,
@@ -68,6 +71,7 @@ def load_deployment(root: Path) -> Deployment:
         if svc is not None:
             base[name] = svc
 
+    network = _load_network(top, problems)
     roles = _load_roles(top, raw_services, broken, problems)
     hosts = _load_hosts(top, roles, raw_by_name, base, broken, problems)
 
@@ -78,6 +82,7 @@ def load_deployment(root: Path) -> Deployment:
         hosts=tuple(sorted(hosts, key=lambda h: h.name)),
         roles=tuple(sorted((n, r[0]) for n, r in roles.items())),
         services=tuple(base[n] for n in sorted(base)),
+        network=network,
     )
 
 
@@ -383,3 +388,45 @@ def _override_for(ov: Mapping | None, sname: str) -> Mapping | None:
         return None
     v = ov.get(sname)
     return v if isinstance(v, Mapping) else None
+
+
+NETWORK_KEYS = {"subnet": "IPv4 subnet of every host's service bridge [10.213.0.0/16]",
+                "bridge": "name of the bridge [osunits0]",
+                "gate_timeout": "how long a cross-host gate waits for its remote service [600s]",
+                "masquerade": "containers reach other hosts through the host's address [true]"}
+
+
+def _load_network(top: Mapping, problems: list[Problem]) -> Network:
+    m = _mapping_or_empty(top, "network", problems)
+    if m is None:
+        return Network()
+    problems += fields.check_keys(m, NETWORK_KEYS, "network")
+    kw: dict[str, object] = {}
+    for key, parse in (("subnet", _parse_subnet), ("bridge", _parse_ifname),
+                       ("gate_timeout", fields.parse_duration), ("masquerade", fields.parse_bool)):
+        v = m.get(key)
+        if v is None:
+            continue
+        try:
+            kw[key] = parse(v)
+        except Invalid as e:
+            problems.append(Problem("E108", str(e), e.loc or v.loc, f"network.{key}", e.hint))
+    return Network(**kw, loc=m.loc)  # type: ignore[arg-type]
+
+
+def _parse_subnet(v: Value) -> IPv4Network:
+    s = fields.parse_str(v, allow_empty=False)
+    try:
+        net = IPv4Network(s, strict=True)
+    except ValueError as e:
+        raise Invalid(f"{s!r} is not an IPv4 subnet ({e})", hint="e.g. 10.213.0.0/16") from e
+    if net.prefixlen > 29:
+        raise Invalid(f"{s}: too small for services (at most /29)")
+    return net
+
+
+def _parse_ifname(v: Value) -> str:
+    s = fields.parse_str(v, allow_empty=False)
+    if not re.match(r"^[a-z][a-z0-9_-]{0,14}$", s):
+        raise Invalid(f"{s!r} is not a valid interface name (at most 15 characters)")
+    return s

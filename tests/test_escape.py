@@ -58,7 +58,7 @@ def test_newlines_are_refused_everywhere(bad: str) -> None:
 def test_specific_escapes() -> None:
     assert escape.unit_value("100% of %n") == "100%% of %%n"
     assert escape.exec_line(["/bin/echo", "$HOME", "a b", "%i"]) == '/bin/echo "$$HOME" "a b" %%i'
-    assert escape.exec_line(["/bin/echo", "-n"]) == '/bin/echo "-n"'
+    assert escape.exec_line(["/bin/echo", "-n"]) == "/bin/echo -n"
     assert escape.nspawn_word("a b") == '"a b"'
     assert escape.nspawn_word('say "hi"') == "'say \"hi\"'"
     assert escape.nspawn_word("it's \"x\"") == '"it\'s "\'"x"\''

@@ -441,8 +441,67 @@ def exit_code(status, stop_sig):
 
 # --- main --------------------------------------------------------------------------
 
+def probe_main(args):
+    """--probe SPEC TIMEOUT: wait on the host until SPEC (tcp:HOST:PORT, http:URL) passes.
+
+    Used by the cross-host gate units osunits generates (osunits-remote-*.service)."""
+    if len(args) != 2:
+        log("usage: init --probe SPEC TIMEOUT")
+        return EXIT_USAGE
+    try:
+        check = make_check(args[0], dict(os.environ))
+        timeout = float(args[1])
+    except ValueError as e:
+        log(f"bad probe: {e}")
+        return EXIT_USAGE
+    t0 = time.monotonic()
+    delay, said = 0.05, 0.0
+    host_notify = Notifier(os.environ.get("NOTIFY_SOCKET"))
+    while True:
+        now = time.monotonic()
+        if check.poll(now):
+            log(f"{check.describe()}: ready after {now - t0:.1f} s")
+            return 0
+        if now - t0 >= timeout:
+            err = getattr(check, "last_error", None)
+            log(f"{check.describe()}: not ready after {timeout:.0f} s"
+                + (f" (last error: {err})" if err else ""))
+            return EXIT_TIMEOUT
+        if now - said >= 10:
+            said = now
+            host_notify.send(f"STATUS=waiting for {check.describe()}")
+            if now - t0 >= 10:
+                log(f"still waiting for {check.describe()} ({now - t0:.0f} s)")
+        time.sleep(delay)
+        delay = min(delay * 1.5, 1.0)
+
+
+def answer_ready_main(args):
+    """--answer-ready NAME...: answer one HTTP request on stdin/stdout (socket activation,
+    osunits-ready@.service): 200 if systemd-nspawn@NAME.service is active, else 503."""
+    allowed = set(args)
+    line = sys.stdin.buffer.readline(512).decode("ascii", "replace").split()
+    name = line[1].strip("/") if len(line) >= 2 and line[0] == "GET" else ""
+    if name not in allowed:
+        code, text = 404, "unknown service"
+    else:
+        import subprocess  # host side only: the container path never imports it
+        rc = subprocess.call(["systemctl", "is-active", "--quiet",
+                              f"systemd-nspawn@{name}.service"])
+        code, text = (200, "active") if rc == 0 else (503, "not active")
+    body = f"{name}: {text}\n".encode()
+    sys.stdout.buffer.write(f"HTTP/1.0 {code} {text}\r\nContent-Type: text/plain\r\n"
+                            f"Content-Length: {len(body)}\r\n\r\n".encode() + body)
+    sys.stdout.buffer.flush()
+    return 0
+
+
 def main(argv):
     args = argv[1:]
+    if args and args[0] == "--probe":
+        return probe_main(args[1:])
+    if args and args[0] == "--answer-ready":
+        return answer_ready_main(args[1:])
     if args and args[0] == "--":
         args = args[1:]
     if not args:

@@ -61,7 +61,7 @@ def exec_word(word: str) -> str:
     """One argument of an Exec*= line."""
     _no_newline(word)
     word = specifiers(word).replace("$", "$$")
-    if _PLAIN_WORD.match(word) and not word.startswith(("@", "-", ":", "+", "!", "|")):
+    if _PLAIN_WORD.match(word):  # prefixes (-@:+!) matter only on the program: absolute
         return word
     return _c_quote(word)
 

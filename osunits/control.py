@@ -166,6 +166,8 @@ def status(sd: Systemd) -> dict[str, Any]:
             "restarts": p.get("NRestarts", 0),
             "readiness": p.get("StatusText") or "",
             "result": p.get("Result"),
+            "addresses": sd.machine_addresses(service_of(unit))
+            if p.get("ActiveState") == "active" else [],
         })
     return {"target": TARGET, "active": target.get("ActiveState"),
             "sub": target.get("SubState"), "since": _ts(target.get("StateChangeTimestamp", 0)),
@@ -174,11 +176,13 @@ def status(sd: Systemd) -> dict[str, Any]:
 
 def format_status(st: dict[str, Any]) -> str:
     lines = [f"{st['target']}: {st['active']} ({st['sub']}) since {st['since']}"]
-    hdr = f"{'SERVICE':<26} {'STATE':<20} {'SINCE':<20} {'PID':>7} {'MEMORY':>8} {'RESTARTS':>8}  READINESS"
+    hdr = (f"{'SERVICE':<26} {'STATE':<20} {'SINCE':<20} {'ADDRESS':<15} {'PID':>7} "
+           f"{'MEMORY':>8} {'RESTARTS':>8}  READINESS")
     lines.append(hdr)
     for r in st["services"]:
+        addr = next((a for a in r["addresses"] if "." in a), "-")
         lines.append(f"{r['service']:<26} {r['active'] + '/' + r['sub']:<20} {r['since']:<20} "
-                     f"{r['main_pid'] or '-':>7} {_mem(r['memory']):>8} {r['restarts']:>8}  "
+                     f"{addr:<15} {r['main_pid'] or '-':>7} {_mem(r['memory']):>8} {r['restarts']:>8}  "
                      f"{r['readiness']}")
     return "\n".join(lines)
 

@@ -141,7 +141,7 @@ def plan_host(dep: Deployment, host_name: str, layout: Layout = INSTALLED) -> Ho
     extra = _plan_network(dep, host, layout, addresses, gates)
     files += extra
     wanted = [unit_name(s.name) for s in host.services] + sorted(
-        str(f.path.name) for f in extra if f.path.suffix == ".socket")
+        str(f.path.name) for f in files if f.path.suffix == ".socket")
     files.append(PlannedFile(layout.units / TARGET, render_unit(
         "openstack.target.j2", host=host.name, units=wanted).encode(), source="deployment.yaml"))
     files.append(PlannedFile(layout.init, INIT_SOURCE.read_bytes(), 0o755, source="osunits"))

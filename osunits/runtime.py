@@ -9,6 +9,8 @@ end of a job, PropertiesChanged is a snapshot to de-duplicate.
 
 from __future__ import annotations
 
+import ipaddress
+import socket
 import time
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator
@@ -23,6 +25,9 @@ MANAGER = b"org.freedesktop.systemd1.Manager"
 UNIT = b"org.freedesktop.systemd1.Unit"
 SERVICE = b"org.freedesktop.systemd1.Service"
 PROPERTIES = b"org.freedesktop.DBus.Properties"
+MACHINED = b"org.freedesktop.machine1"
+MACHINED_PATH = b"/org/freedesktop/machine1"
+MACHINED_MANAGER = b"org.freedesktop.machine1.Manager"
 TARGET = "openstack.target"
 UNIT_PREFIX = "systemd-nspawn@"
 UNIT_SUFFIX = ".service"
@@ -192,6 +197,26 @@ class Systemd:
         for u in units:
             jobs.update(self.enqueue(u, verb))
         return self.wait_jobs(jobs, timeout, progress)
+
+    def machine_addresses(self, machine: str) -> list[str]:
+        """The machine's addresses, from machined (as `machinectl status` shows them)."""
+        try:
+            msg = self.bus.call_method(
+                MACHINED, MACHINED_PATH, MACHINED_MANAGER, b"GetMachineAddresses",
+                apply_signature(b"s", [machine.encode()]))
+        except Exception:  # noqa: BLE001 - not registered (yet), or machined absent
+            return []
+        self.drain()
+        out = []
+        for family, raw in msg.body:
+            packed = bytes(raw)
+            if family == socket.AF_INET and len(packed) == 4:
+                out.append(str(ipaddress.IPv4Address(packed)))
+            elif family == socket.AF_INET6 and len(packed) == 16:
+                addr = ipaddress.IPv6Address(packed)
+                if not addr.is_link_local:
+                    out.append(str(addr))
+        return out
 
     def target_members(self, target: str = TARGET) -> list[str]:
         """The services a generated target pulls in (its Wants=), from the live manager."""

@@ -182,6 +182,11 @@ class Testbed:
         self._watchdog_w = w
         try:
             self._wait_booted()
+            if self.network.startswith("zone="):
+                # nspawn creates the zone's bridge but leaves it down (networkd would bring
+                # it up on a systemd host): a lab network of test hosts needs it up.
+                subprocess.run(["ip", "link", "set", f"vz-{self.network[5:]}", "up"],
+                               check=True, capture_output=True)
         except BaseException:
             self.teardown()
             raise

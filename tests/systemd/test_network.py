@@ -1,0 +1,141 @@
+"""Networks on a real systemd: own namespaces, names, published ports, cross-host gates.
+
+Two throwaway systemd hosts join one lab network (--network-zone): host a runs web1 and
+web2 (both on port 8080, published as 8081/8082) and client; host b runs app, which
+needs web1 on host a.  All addresses live inside the test hosts' own namespaces.
+"""
+
+from __future__ import annotations
+
+import time
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from osunits.cli import app as cli_app
+from osunits.testbed import Testbed, available, leftovers
+from tests.conftest import REPO
+
+NET = REPO / "tests" / "fixtures" / "netdeploy"
+pystemd = pytest.importorskip("pystemd")
+
+from osunits import control  # noqa: E402  (needs pystemd)
+from osunits.runtime import Systemd, unit_of  # noqa: E402
+
+FETCH = ("/usr/bin/python3", "-c",
+         "import sys,urllib.request;print(urllib.request.urlopen(sys.argv[1],timeout=3)"
+         ".read().decode().strip())")
+
+
+def _generate(host: str, root: Path) -> None:
+    res = CliRunner().invoke(cli_app, ["generate", "-H", host, "-d", str(NET), "--root", str(root)])
+    assert res.exit_code == 0, res.output
+
+
+@pytest.fixture(scope="module")
+def lab(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Testbed]]:
+    why = available()
+    if why:
+        pytest.skip(why)
+    zone = f"osu{uuid.uuid4().hex[:5]}"
+    beds: dict[str, Testbed] = {}
+    try:
+        for host, addr in (("a", "192.0.2.11"), ("b", "192.0.2.12")):
+            tb = Testbed(network=f"zone={zone}")
+            beds[host] = tb
+            tb.start()
+            tb.run(["/sbin/ip", "addr", "add", f"{addr}/24", "dev", "host0"])
+            tb.run(["/sbin/ip", "link", "set", "host0", "up"])
+            root = tmp_path_factory.mktemp(f"root-{host}")
+            _generate(host, root)
+            tb.install_tree(root)
+        yield beds
+    finally:
+        for tb in beds.values():
+            tb.teardown()
+        for tb in beds.values():
+            assert not leftovers(tb.name), leftovers(tb.name)
+
+
+def _stop(tb: Testbed) -> None:
+    """Stop the target and wait for every member (systemctl returns when the target is down)."""
+    with Systemd(tb.bus_address.decode()) as sd:
+        control.run_verb(sd, "stop", [], timeout=60, out=lambda s: None)
+
+
+def _links(tb: Testbed) -> str:
+    return tb.run(["/sbin/ip", "-br", "link"]).stdout + tb.run(["/sbin/ip", "netns"]).stdout
+
+
+def test_same_port_twice_names_and_published_ports(lab: dict[str, Testbed]) -> None:
+    a = lab["a"]
+    with Systemd(a.bus_address.decode()) as sd:
+        oc = control.run_verb(sd, "start", [], timeout=60, out=print)
+        assert oc.ok, oc.failed
+    # client could only start by reaching both by name, each on its own port 8080
+    assert a.show(unit_of("client"), "ActiveState")["ActiveState"] == "active"
+    log = a.journal(unit_of("client"))
+    assert "http://web1:8080/: web1 on a" in log and "http://web2:8080/: web2 on a" in log
+    # published ports answer on the host's loopback (IPv4 and IPv6) and its own address
+    assert a.run([*FETCH, "http://127.0.0.1:8081/"]).stdout.strip() == "web1 on a"
+    assert a.run([*FETCH, "http://[::1]:8082/"]).stdout.strip() == "web2 on a"
+    assert a.run([*FETCH, "http://192.0.2.11:8082/"]).stdout.strip() == "web2 on a"
+    # ... and from the other host
+    assert lab["b"].run([*FETCH, "http://192.0.2.11:8081/"]).stdout.strip() == "web1 on a"
+    # status shows each service's address
+    res = CliRunner().invoke(cli_app, ["status", "--json", "--bus", a.bus_address.decode()])
+    import json
+    rows = {r["service"]: r for r in json.loads(res.output)["services"]}
+    assert rows["web1"]["addresses"] and rows["web1"]["addresses"][0].startswith("10.213.")
+    assert rows["web1"]["addresses"] != rows["web2"]["addresses"]
+
+
+def test_cross_host_gate_waits_for_the_remote_service(lab: dict[str, Testbed]) -> None:
+    a, b = lab["a"], lab["b"]
+    _stop(a)
+    gate = "osunits-remote-web1.service"
+    with Systemd(b.bus_address.decode()) as sd:
+        jobs = sd.enqueue("openstack.target", "start")
+        # app waits: its gate is activating while web1 on host a is down
+        deadline = time.monotonic() + 10
+        while (sd.properties(gate)["ActiveState"] != "activating"
+               and time.monotonic() < deadline):
+            sd.pump(0.2)
+        assert sd.properties(gate)["ActiveState"] == "activating"
+        sd.pump(1.0)
+        assert b.show(unit_of("app"), "ActiveState")["ActiveState"] == "inactive"
+        a.systemctl("start", "openstack.target")
+        ended = sd.wait_jobs(jobs, timeout=60)
+    assert ended[unit_of("app")].result == "done"
+    assert ended[gate].at < ended[unit_of("app")].at
+    assert "http://web1:8081/: web1 on a" in b.journal(unit_of("app"))
+    deps = b.systemctl("list-dependencies", unit_of("app")).stdout
+    assert gate in deps  # the edge is systemd's, visible, and survives a reboot
+    _stop(b)
+
+
+def test_cross_host_gate_fails_cleanly_when_remote_never_comes(lab: dict[str, Testbed]) -> None:
+    a, b = lab["a"], lab["b"]
+    _stop(a)
+    res = CliRunner().invoke(cli_app, ["start", "--bus", b.bus_address.decode()])
+    assert res.exit_code == 1
+    assert "FAILED osunits-remote-web1.service" in res.output
+    assert "cancelled because of it: app" in res.output
+    assert "tcp connect to 192.0.2.11:8081: not ready after 8 s" in res.output
+    b.systemctl("reset-failed", check=False)
+
+
+def test_stop_leaves_no_bridges_veths_or_namespaces(lab: dict[str, Testbed]) -> None:
+    a = lab["a"]
+    a.systemctl("start", "openstack.target")
+    assert "osunits0" in _links(a) and "osunits-web1" in _links(a)
+    # `osunits stop` follows every job of the transaction (systemctl returns when the
+    # target itself is down, before its members finish stopping)
+    res = CliRunner().invoke(cli_app, ["stop", "--bus", a.bus_address.decode()])
+    assert res.exit_code == 0, res.output
+    left = _links(a)
+    assert "osunits0" not in left and "vo-" not in left and "osunits-" not in left, left
+    assert "10.213." not in a.run(["/sbin/ip", "-br", "addr"]).stdout

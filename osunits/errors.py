@@ -10,6 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from enum import StrEnum
 from pathlib import Path
+from typing import NamedTuple
 
 
 class Severity(StrEnum):
@@ -17,8 +18,9 @@ class Severity(StrEnum):
     WARNING = "warning"
 
 
-@dataclass(frozen=True, slots=True, order=True)
-class Location:
+class Location(NamedTuple):
+    """Where a value came from.  A tuple: half a million are made for a big deployment."""
+
     path: str
     line: int = 0  # 1-based; 0 when unknown
     column: int = 0

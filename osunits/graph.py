@@ -216,10 +216,7 @@ def check_deployment(dep: Deployment, hosts: Iterable[str] | None = None) -> Rep
 
 
 def _first_service(dep: Deployment, name: str) -> Service | None:
-    for s in dep.services:
-        if s.name == name:
-            return s
-    return None
+    return next((s for s in dep.services if s.name == name), None)
 
 
 def _check_host(dep: Deployment, h: Host, placement: dict[str, tuple[str, ...]],
@@ -271,22 +268,23 @@ def _check_host(dep: Deployment, h: Host, placement: dict[str, tuple[str, ...]],
 
 def _check_conflicts(h: Host, problems: list[Problem]) -> None:
     # Host ports: published ports and ports bound in the host's own namespace.
-    taken: dict[tuple[str, int, Protocol], str] = {}
+    # (port, protocol) → [(address, service)]: "" is every address, so it clashes with all
+    taken: dict[tuple[int, Protocol], list[tuple[str, str]]] = {}
     for s in h.services:
         binds: list[tuple[str, int, Protocol, str]] = [
             (p.address, p.host_port, p.protocol, "publishes") for p in s.publish]
         if s.network is NetworkMode.HOST:
             binds += [("", p.port, p.protocol, "listens on") for p in s.ports]
         for addr, port, proto, verb in binds:
-            clash = [o for (a, pt, pr), o in taken.items()
-                     if pt == port and pr == proto and (not a or not addr or a == addr)
-                     and o != s.name]
+            holders = taken.setdefault((port, proto), [])
+            clash = [o for a, o in holders if (not a or not addr or a == addr) and o != s.name]
             if clash:
                 problems.append(Problem(
                     "C006", f"{s.name} {verb} host port {port}/{proto} on {h.name}, as "
                     f"{clash[0]} does", s.loc, "publish" if verb == "publishes" else "ports",
                     hint="give one of them another host port, or a private network"))
-            taken.setdefault((addr, port, proto), s.name)
+            if (addr, s.name) not in holders:
+                holders.append((addr, s.name))
     paths: dict[str, tuple[str, bool]] = {}
     for s in h.services:
         for st in s.state:

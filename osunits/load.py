@@ -163,16 +163,27 @@ def _convert(node: Node, path: str, problems: list[Problem], depth: int, seen: s
 
 
 _SCALAR_LOADER = yaml.SafeLoader("")
+# Straight to the constructor for each core tag: most scalars are strings, and the
+# generic construct_object costs more than the parse.
+_CONSTRUCT: dict[str, Any] = {
+    "tag:yaml.org,2002:null": _SCALAR_LOADER.construct_yaml_null,
+    "tag:yaml.org,2002:bool": _SCALAR_LOADER.construct_yaml_bool,
+    "tag:yaml.org,2002:int": _SCALAR_LOADER.construct_yaml_int,
+    "tag:yaml.org,2002:float": _SCALAR_LOADER.construct_yaml_float,
+}
+_STR = "tag:yaml.org,2002:str"
 
 
 def _construct_scalar(node: ScalarNode, loc: Location, problems: list[Problem]) -> Any:
     # Only YAML's core scalar types: timestamps and binaries would surprise an operator.
     tag = node.tag
-    if tag in ("tag:yaml.org,2002:str", "tag:yaml.org,2002:null", "tag:yaml.org,2002:bool",
-               "tag:yaml.org,2002:int", "tag:yaml.org,2002:float"):
+    if tag == _STR:
+        return node.value
+    fn = _CONSTRUCT.get(tag)
+    if fn is not None:
         try:
-            return _SCALAR_LOADER.construct_object(node, deep=True)
-        except yaml.YAMLError as e:  # pragma: no cover - resolver and constructor agree
+            return fn(node)
+        except (yaml.YAMLError, ValueError) as e:  # pragma: no cover - resolver agrees
             problems.append(Problem("E005", f"invalid scalar: {e}", loc))
             return None
     if tag == "tag:yaml.org,2002:timestamp":

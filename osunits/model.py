@@ -159,12 +159,13 @@ class Host:
     roles: tuple[str, ...]
     services: tuple[Service, ...]  # overrides applied, sorted by name
     loc: Location = field(compare=False, default=Location(""))
+    _by_name: dict[str, Service] = field(init=False, compare=False, repr=False)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "_by_name", {s.name: s for s in self.services})
 
     def service(self, name: str) -> Service | None:
-        for s in self.services:
-            if s.name == name:
-                return s
-        return None
+        return self._by_name.get(name)
 
 
 @dataclass(frozen=True, slots=True)
@@ -189,17 +190,25 @@ class Deployment:
     roles: tuple[tuple[str, tuple[str, ...]], ...]
     services: tuple[Service, ...]  # base definitions, before overrides
     network: Network = Network()
+    _hosts: dict[str, Host] = field(init=False, compare=False, repr=False)
+    _placement: dict[str, tuple[str, ...]] = field(init=False, compare=False, repr=False)
 
-    def host(self, name: str) -> Host | None:
-        for h in self.hosts:
-            if h.name == name:
-                return h
-        return None
-
-    def placement(self) -> dict[str, tuple[str, ...]]:
-        """Service name → hosts that run it."""
+    def __post_init__(self) -> None:
         out: dict[str, list[str]] = {}
         for h in self.hosts:
             for s in h.services:
                 out.setdefault(s.name, []).append(h.name)
-        return {k: tuple(v) for k, v in sorted(out.items())}
+        object.__setattr__(self, "_hosts", {h.name: h for h in self.hosts})
+        object.__setattr__(self, "_placement",
+                           {k: tuple(v) for k, v in sorted(out.items())})
+
+    def host(self, name: str) -> Host | None:
+        return self._hosts.get(name)
+
+    def host_index(self) -> dict[str, Host]:
+        """Host name → Host (computed once; do not modify)."""
+        return self._hosts
+
+    def placement(self) -> dict[str, tuple[str, ...]]:
+        """Service name → hosts that run it (computed once; do not modify)."""
+        return self._placement

@@ -21,7 +21,7 @@ from pathlib import Path, PurePosixPath
 from typing import Any
 
 from osunits.errors import DeploymentError, Problem
-from osunits.graph import READY_PORT, CrossHostEdge, HostGraph, check_deployment
+from osunits.graph import READY_PORT, CrossHostEdge, HostGraph, check_deployment, gate_endpoint
 from osunits.model import DependencyKind, Deployment, Host, NetworkMode, Service
 from osunits.network import allocate, netns_name, veth_name
 from osunits.render import ConfigRenderer, render_text, render_unit
@@ -138,6 +138,9 @@ def plan_host(dep: Deployment, host_name: str, layout: Layout = INSTALLED) -> Ho
             problems.append(Problem("P001", f"cannot write {svc.name}'s units: {e}", svc.loc))
     if problems:
         raise DeploymentError(problems)
+    for private in sorted({s.network is NetworkMode.PRIVATE for s in host.services}):
+        files.append(PlannedFile(hosts_path(layout, private), _hosts_file(
+            dep, host, addresses, private).encode(), source="deployment.yaml"))
     extra = _plan_network(dep, host, layout, addresses, gates)
     files += extra
     wanted = [unit_name(s.name) for s in host.services] + sorted(
@@ -171,13 +174,23 @@ def _probe_spec(endpoint: str) -> str:
 
 
 def _ready_endpoint_services(dep: Deployment, host: Host) -> list[str]:
-    """Services of ``host`` that other hosts' gates ask the readiness endpoint about."""
+    """Services of ``host`` that other hosts' gates ask the readiness endpoint about
+    (the same rule as graph.gate_endpoint: the first host running it is asked)."""
+    placement = dep.placement()
     names: set[str] = set()
-    prefix = f"ready {host.address}:{READY_PORT}/"
-    for e in check_deployment(dep).hosts:
-        for c in e.cross_host:
-            if c.endpoint.startswith(prefix):
-                names.add(c.endpoint.removeprefix(prefix))
+    for other in dep.hosts:
+        if other.name == host.name:
+            continue
+        for s in other.services:
+            for d in s.dependencies:
+                if (d.kind is DependencyKind.AFTER or d.name in names
+                        or other.service(d.name) is not None):
+                    continue
+                hosts = placement.get(d.name, ())
+                target = host.service(d.name)
+                if hosts and hosts[0] == host.name and target is not None \
+                        and gate_endpoint(target, host).startswith("ready "):
+                    names.add(d.name)
     return sorted(names)
 
 
@@ -215,10 +228,10 @@ def _plan_network(dep: Deployment, host: Host, layout: Layout, addresses: dict[s
     return files
 
 
-def _hosts_file(dep: Deployment, host: Host, svc: Service, addresses: dict[str, str]) -> str:
-    """/etc/hosts of a container: every service and host of the deployment by name."""
+def _hosts_file(dep: Deployment, host: Host, addresses: dict[str, str], private: bool) -> str:
+    """/etc/hosts of the host's containers: every service and host of the deployment by
+    name.  One file per host and network mode, shared by the containers (O(services))."""
     gateway = str(dep.network.gateway)
-    here_private = svc.network is NetworkMode.PRIVATE
     by_addr: dict[str, list[str]] = {}
 
     def add(addr: str, name: str) -> None:
@@ -230,7 +243,7 @@ def _hosts_file(dep: Deployment, host: Host, svc: Service, addresses: dict[str, 
         if s.name in addresses:
             add(addresses[s.name], s.name)
         else:  # the host's own network: the bridge's address from a container, else loopback
-            add(gateway if here_private else "127.0.0.1", s.name)
+            add(gateway if private else "127.0.0.1", s.name)
     for name, hosts in dep.placement().items():
         if host.service(name) is None:
             remote = dep.host(hosts[0])
@@ -240,7 +253,12 @@ def _hosts_file(dep: Deployment, host: Host, svc: Service, addresses: dict[str, 
         if h.name != host.name:
             add(h.address, h.name)
     entries = [(a, " ".join(n)) for a, n in sorted(by_addr.items(), key=lambda kv: kv[1][0])]
-    return render_text("hosts.j2", svc=svc.name, host=host.name, entries=entries)
+    mode = "private-network" if private else "host-network"
+    return render_text("hosts.j2", svc=f"its {mode} containers", host=host.name, entries=entries)
+
+
+def hosts_path(layout: Layout, private: bool) -> PurePosixPath:
+    return layout.config / ("hosts" if private else "hosts.host-network")
 
 
 def _plan_service(dep: Deployment, host: Host, svc: Service, renderer: ConfigRenderer,
@@ -257,10 +275,7 @@ def _plan_service(dep: Deployment, host: Host, svc: Service, renderer: ConfigRen
         files.append(PlannedFile(host_path, text.encode(), cf.mode, source=source))
         binds_ro.append((str(host_path), str(cf.path)))
         digest.update(f"{cf.path}\0{cf.mode:o}\0".encode() + text.encode() + b"\0")
-    hosts_path = layout.config / svc.name / "etc" / "hosts"
-    files.append(PlannedFile(hosts_path, _hosts_file(dep, host, svc, addresses).encode(),
-                             source=source))
-    binds_ro.append((str(hosts_path), "/etc/hosts"))
+    binds_ro.append((str(hosts_path(layout, svc.network is NetworkMode.PRIVATE)), "/etc/hosts"))
     binds = [(str(st.host_path(svc.name)), str(st.path)) for st in svc.state]
     env: list[tuple[str, str]] = []
     params: list[str] = []
@@ -282,9 +297,8 @@ def _plan_service(dep: Deployment, host: Host, svc: Service, renderer: ConfigRen
     ).encode(), source=source))
 
     deps: dict[str, list[str]] = {str(k): [] for k in DependencyKind}
-    local = {s.name for s in host.services}
     for d in svc.dependencies:
-        if d.name in local:
+        if host.service(d.name) is not None:
             deps[str(d.kind)].append(unit_name(d.name))
         elif d.name in gates and d.kind is not DependencyKind.AFTER:
             deps[str(d.kind)].append(gate_unit(d.name))
@@ -332,7 +346,7 @@ def _plan_service(dep: Deployment, host: Host, svc: Service, renderer: ConfigRen
 
 
 def _config_context(dep: Deployment, host: Host, svc: Service) -> dict[str, Any]:
-    placement = dep.placement()
+    placement = dep.placement()  # computed once per deployment
 
     def address_of(name: str) -> str:
         """Where ``name`` is reached from this service: by name on this host, else its host."""
@@ -346,4 +360,4 @@ def _config_context(dep: Deployment, host: Host, svc: Service) -> dict[str, Any]
         return remote.address
 
     return {"host": host, "service": svc, "deployment": dep, "address_of": address_of,
-            "hosts": {h.name: h for h in dep.hosts}}
+            "hosts": dep.host_index()}

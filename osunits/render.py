@@ -8,6 +8,7 @@ refuses any printed value that did not pass through one of the filters of
 from __future__ import annotations
 
 import functools
+import os
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -36,9 +37,29 @@ def _finalize(value: Any) -> Any:
     raise UnescapedValue(f"template printed {value!r} without an escaping filter")
 
 
+def _bytecode_cache() -> jinja2.BytecodeCache | None:
+    """Compiled templates kept between runs (a third of a small `generate`'s time).
+
+    $OSUNITS_CACHE_DIR, else /var/cache/osunits (root), else ~/.cache/osunits."""
+    from osunits import __version__
+
+    candidates = [os.environ.get("OSUNITS_CACHE_DIR", ""), "/var/cache/osunits",
+                  os.path.expanduser("~/.cache/osunits")]
+    for base in filter(None, candidates):
+        d = Path(base) / f"jinja2-{__version__}"
+        try:
+            d.mkdir(parents=True, exist_ok=True)
+        except OSError:
+            continue
+        if os.access(d, os.W_OK):
+            return jinja2.FileSystemBytecodeCache(str(d))
+    return None
+
+
 @functools.cache
 def unit_env() -> jinja2.Environment:
     env = jinja2.Environment(
+        bytecode_cache=_bytecode_cache(),
         loader=jinja2.FileSystemLoader(str(UNIT_TEMPLATES)),
         undefined=jinja2.StrictUndefined,
         finalize=_finalize,
@@ -68,6 +89,7 @@ def text_env() -> jinja2.Environment:
     """For generated files that are not systemd syntax (/etc/hosts, nftables rules);
     their values are addresses and validated names only."""
     return jinja2.Environment(loader=jinja2.FileSystemLoader(str(UNIT_TEMPLATES)),
+                              bytecode_cache=_bytecode_cache(),
                               undefined=jinja2.StrictUndefined, autoescape=False,
                               keep_trailing_newline=True, trim_blocks=True, lstrip_blocks=True)
 

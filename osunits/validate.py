@@ -320,6 +320,8 @@ def _load_hosts(top: Mapping, roles: dict[str, _Role], raw: dict[str, Mapping],
         return []
     hosts = []
     addresses: dict[str, str] = {}
+    # A role's overrides apply to every host of the role: build each combination once.
+    built: dict[tuple[str, tuple[int, ...]], Service | None] = {}
     for hname, hv in hm.entries.items():
         kloc = hm.key_loc(hname)
         if not fields.NAME_RE.match(hname):
@@ -373,10 +375,13 @@ def _load_hosts(top: Mapping, roles: dict[str, _Role], raw: dict[str, Mapping],
             if not layers:
                 services.append(base[sname])
                 continue
-            merged = raw[sname]
-            for layer in layers:
-                merged = _merge(merged, layer)
-            svc = _build_service(sname, merged, problems, check_unknown=False)
+            key = (sname, tuple(id(layer) for layer in layers))
+            if key not in built:
+                merged = raw[sname]
+                for layer in layers:
+                    merged = _merge(merged, layer)
+                built[key] = _build_service(sname, merged, problems, check_unknown=False)
+            svc = built[key]
             if svc is not None:
                 services.append(svc)
         hosts.append(Host(hname, address, tuple(role_names), tuple(services), kloc))

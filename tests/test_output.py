@@ -88,6 +88,7 @@ import osunits.output as o
 o.os.replace = hook(os.replace)
 o.os.symlink = hook(os.symlink)
 o.os.fsync = hook(os.fsync)
+o._sync = hook(o._sync)
 from osunits.cli import app
 app(sys.argv[2:])
 """

@@ -304,6 +304,29 @@ def logs(service: str, bus: BusOpt = None,
     os.execvp(argv[0], argv)
 
 
+@app.command("try")
+def try_(
+    host: HostOpt = None,
+    deployment: DeploymentOpt = None,
+    timeout: TimeoutOpt = 900,
+    gate_timeout: Annotated[int, typer.Option(help="Seconds a gate waits for a service on "
+                                              "another host (not rehearsed)")] = 10,
+) -> None:
+    """Rehearse HOST's deployment in a throwaway systemd host: start it, report, clean up."""
+    from osunits.rehearse import env_images_root, rehearse
+    from osunits.validate import load_deployment
+
+    try:
+        dep = load_deployment(deployment_dir(deployment))
+        ok = rehearse(dep, default_host(host), out=lambda s: print(s, flush=True),
+                      timeout=timeout, gate_timeout=gate_timeout,
+                      images_root=env_images_root())
+    except OsunitsError as e:
+        raise _fail(e, writes=False) from None
+    if not ok:
+        raise typer.Exit(1)
+
+
 rootfs_app = typer.Typer(help="Container root filesystems from rootfs_specs/ (docs/rootfs.md).",
                          no_args_is_help=True)
 app.add_typer(rootfs_app, name="rootfs")

@@ -1,0 +1,61 @@
+"""`osunits try`: a rehearsal in a throwaway systemd host, for a new user."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from osunits.cli import app
+from osunits.testbed import available
+from tests.conftest import REPO
+
+FAST = REPO / "tests" / "fixtures" / "fastdeploy"
+pytest.importorskip("pystemd")
+
+
+def _skip_without_testbed() -> None:
+    why = available()
+    if why:
+        pytest.skip(why)
+
+
+def test_try_starts_reports_and_cleans_up() -> None:
+    _skip_without_testbed()
+    res = CliRunner().invoke(app, ["try", "-H", "t1", "-d", str(FAST)])
+    assert res.exit_code == 0, res.output
+    for svc in ("db", "api", "cache", "worker"):
+        assert f"ok done       {svc}" in res.output
+    assert "openstack.target: active" in res.output
+    assert "removed" in res.output.splitlines()[-1]
+    name = res.output.split("test host ", 1)[1].split()[0]
+    from osunits.testbed import leftovers
+    assert not leftovers(name)
+
+
+def test_try_reports_a_failure_and_exits_1(tmp_path: Path) -> None:
+    _skip_without_testbed()
+    dep = tmp_path / "dep"
+    shutil.copytree(FAST, dep)
+    api = dep / "services/api.yaml"
+    api.write_text(api.read_text().replace('DB: "db"', 'DB: "nowhere"'))
+    res = CliRunner().invoke(app, ["try", "-H", "t1", "-d", str(dep)])
+    assert res.exit_code == 1, res.output
+    assert "FAILED api: job failed, the service exited with status 1" in res.output
+    assert "cancelled because of it: worker" in res.output
+    assert "api: database not reachable at start" in res.output
+
+
+def test_try_names_missing_images(tmp_path: Path) -> None:
+    _skip_without_testbed()
+    dep = tmp_path / "dep"
+    shutil.copytree(FAST, dep)
+    y = dep / "deployment.yaml"
+    y.write_text(y.read_text().replace("rootfs: host", "rootfs: not-built-here"))
+    res = CliRunner().invoke(app, ["try", "-H", "t1", "-d", str(dep)],
+                             env={"OSUNITS_IMAGES_ROOT": str(tmp_path / "empty")})
+    assert res.exit_code == 2
+    assert "root filesystems not built on this machine: not-built-here" in res.output
+    assert "osunits rootfs build not-built-here" in res.output

@@ -31,6 +31,7 @@ from osunits.validate import TEMPLATES_DIR
 OSUNITS_LIB = PurePosixPath("/var/lib/osunits")
 ROOTFS_DIR = OSUNITS_LIB / "rootfs"  # images persist in /var whatever the layout
 INIT_CONTAINER_PATH = PurePosixPath("/run/osunits/init")
+CONFIG_CONTAINER_PATH = "/run/osunits/config"  # the init copies files from here into place
 INIT_SOURCE = Path(__file__).parent / "container" / "init.py"
 TARGET = "openstack.target"
 BRIDGE_UNIT = "osunits-bridge.service"
@@ -272,8 +273,11 @@ def _plan_service(dep: Deployment, host: Host, svc: Service, renderer: ConfigRen
     for cf in svc.config:
         text = renderer.render(cf.template, context, cf.loc)
         host_path = layout.config / svc.name / cf.path.relative_to("/")
-        files.append(PlannedFile(host_path, text.encode(), cf.mode, source=source))
-        binds_ro.append((str(host_path), str(cf.path)))
+        # On the host only root reads it; in the container the init installs a copy
+        # owned by the service's group (docs/readiness.md), a booted one gets a bind.
+        files.append(PlannedFile(host_path, text.encode(), 0o600, source=source))
+        if svc.boot:
+            binds_ro.append((str(host_path), str(cf.path)))
         digest.update(f"{cf.path}\0{cf.mode:o}\0".encode() + text.encode() + b"\0")
     binds_ro.append((str(hosts_path(layout, svc.network is NetworkMode.PRIVATE)), "/etc/hosts"))
     binds = [(str(st.host_path(svc.name)), str(st.path)) for st in svc.state]
@@ -281,6 +285,8 @@ def _plan_service(dep: Deployment, host: Host, svc: Service, renderer: ConfigRen
     params: list[str] = []
     if not svc.boot:
         binds_ro.insert(0, (str(layout.init), str(INIT_CONTAINER_PATH)))
+        if svc.config:
+            binds_ro.insert(1, (str(layout.config / svc.name), CONFIG_CONTAINER_PATH))
         params = ["/usr/bin/python3", "-I", "-S", str(INIT_CONTAINER_PATH), "--", *svc.exec]
         env += [("OSUNITS_READY", svc.readiness.spec()),
                 ("OSUNITS_READY_TIMEOUT", str(svc.readiness.timeout))]
@@ -290,6 +296,9 @@ def _plan_service(dep: Deployment, host: Host, svc: Service, renderer: ConfigRen
             env.append(("OSUNITS_STATE", ":".join(str(st.path) for st in svc.state)))
         if svc.working_directory:
             env.append(("OSUNITS_WORKDIR", svc.working_directory))
+        if svc.config:
+            env.append(("OSUNITS_CONFIG", " ".join(f"{cf.path}:{cf.mode:04o}"
+                                                   for cf in svc.config)))
     env += list(svc.environment)
     files.append(PlannedFile(layout.nspawn / f"{svc.name}.nspawn", render_unit(
         "service.nspawn.j2", svc=svc, host=host.name, source=source, params=params, env=env,

@@ -18,6 +18,9 @@ environment; any other variable, OSUNITS_-prefixed or not, is passed through):
     OSUNITS_STATE          ':'-separated directories: created if missing, and given to
                            the user if root-owned (not recursive)
     OSUNITS_WORKDIR        working directory of the service (default /)
+    OSUNITS_CONFIG         space-separated PATH:MODE: copy /run/osunits/config/PATH (the
+                           rendered config, bound read-only) to PATH, owned by root and
+                           the user's group, so a service user can read a 0640 file
     OSUNITS_STOP_GRACE     seconds the other processes get after the service exits (3)
 
 What it does: starts the service, waits until the readiness check passes, then sends
@@ -41,7 +44,9 @@ PROG = "osunits-init"
 EXIT_TIMEOUT = 124
 EXIT_USAGE = 2
 EXIT_NSPAWN_REBOOT = 133
-CONTROL_VARS = ("OSUNITS_READY", "OSUNITS_READY_TIMEOUT", "OSUNITS_USER", "OSUNITS_STATE",
+CONFIG_SRC = "/run/osunits/config"
+CONTROL_VARS = ("OSUNITS_CONFIG", "OSUNITS_READY", "OSUNITS_READY_TIMEOUT", "OSUNITS_USER",
+                "OSUNITS_STATE",
                 "OSUNITS_WORKDIR", "OSUNITS_STOP_GRACE")
 BACKOFF_FIRST, BACKOFF_FACTOR, BACKOFF_MAX = 0.02, 1.5, 0.25
 NOTIFY_DIR = "/run/osunits"
@@ -403,6 +408,25 @@ def make_check(spec, env):
 
 # --- setup -------------------------------------------------------------------------
 
+def install_config(entries, cred):
+    """Copy each rendered config file into place: root-owned, the service's group, MODE."""
+    gid = cred.pw_gid if cred is not None else 0
+    for entry in entries.split():
+        path, _, mode = entry.rpartition(":")
+        with open(CONFIG_SRC + path, "rb") as src:
+            data = src.read()
+        os.makedirs(os.path.dirname(path), 0o755, exist_ok=True)
+        tmp = path + ".osunits-new"
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o600)
+        try:
+            os.write(fd, data)
+            os.fchown(fd, 0, gid)
+            os.fchmod(fd, int(mode, 8))
+        finally:
+            os.close(fd)
+        os.rename(tmp, path)
+
+
 def prepare_state(dirs, cred):
     for d in dirs:
         if not d:
@@ -535,6 +559,11 @@ def main(argv):
         prepare_state(conf.get("OSUNITS_STATE", "").split(":"), cred)
     except OSError as e:
         log(f"cannot prepare state directory: {e}")
+        return 1
+    try:
+        install_config(conf.get("OSUNITS_CONFIG", ""), cred)
+    except (OSError, ValueError) as e:
+        log(f"cannot install config file: {e}")
         return 1
 
     wake_r, wake_w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)

@@ -229,6 +229,8 @@ class Systemd:
     def watch(self, units: Iterable[str], until: float | None = None) -> Iterator[StateChange]:
         """State changes of ``units`` as they happen (PropertiesChanged), de-duplicated."""
         by_path = {self.unit_path(u): u for u in units}
+        self.drain()
+        self._inbox.states.clear()  # signals from before the watch began are history
         last: dict[str, tuple[str, str]] = {}
         for path, unit in by_path.items():
             p = self.call(b"GetAll", b"s", UNIT, path=path.encode(), interface=PROPERTIES)

@@ -147,3 +147,45 @@ def test_failed_dependency_is_reported_with_cancelled_chain(
     finally:
         generate(FAST, root)
         fast.install_tree(root)
+
+
+def test_crash_restarts_per_policy_and_dependents_follow(
+        fast: Testbed, sd: Systemd, tmp_path: Path) -> None:
+    """restart: on-failure brings a killed db back; api (requires db) is restarted after
+    db is ready again, by systemd alone (docs/failure-semantics.md)."""
+    dep = tmp_path / "dep"
+    shutil.copytree(FAST, dep)
+    y = dep / "deployment.yaml"
+    y.write_text(y.read_text().replace('  restart: "no"', "  restart: on-failure\n"
+                                       "  restart_sec: 1s"))
+    root = tmp_path / "root"
+    generate(dep, root)
+    fast.install_tree(root)
+    try:
+        assert control.run_verb(sd, "start", [], timeout=60, out=lambda s: None).ok
+        api_since = sd.properties(unit_of("api"))["ActiveEnterTimestampMonotonic"]
+        leader = fast.run(["/usr/bin/machinectl", "show", "db", "-p", "Leader",
+                           "--value"]).stdout.strip()
+        payload = fast.run(["/usr/bin/cat", f"/proc/{leader}/task/{leader}/children"]).stdout
+        fast.run(["/usr/bin/kill", "-KILL", payload.split()[0]])
+        changes = []
+        for ch in sd.watch([unit_of("db"), unit_of("api")], until=time.time() + 30):
+            changes.append((ch.unit, ch.active))
+            if (ch.unit == unit_of("api") and ch.active == "active"
+                    and (unit_of("db"), "active") in changes):
+                break
+        db = sd.properties(unit_of("db"), b"org.freedesktop.systemd1.Service")
+        assert db["NRestarts"] == 1, changes
+        assert sd.properties(unit_of("db"))["ActiveState"] == "active"
+        api = sd.properties(unit_of("api"))
+        assert api["ActiveState"] == "active"
+        assert api["ActiveEnterTimestampMonotonic"] > api_since  # api was restarted
+        # ... and only once db was ready again: api went down, then up after db
+        db_up = max(i for i, c in enumerate(changes) if c == (unit_of("db"), "active"))
+        api_up = max(i for i, c in enumerate(changes) if c == (unit_of("api"), "active"))
+        api_down = [c for c in changes if c[0] == unit_of("api") and c[1] != "active"]
+        assert api_down, changes
+        assert db_up < api_up
+    finally:
+        generate(FAST, root)
+        fast.install_tree(root)

@@ -788,6 +788,11 @@ def summarise(r: dict[str, Any]) -> dict[str, Any]:
             row["serial_sum"] = gr["serial"]["wall_s"] / gr["graph"]["sum_delays_s"]
             row["serial_each"] = gr["serial"]["per_service_beyond_delay_s"]
             row["speedup"] = gr["serial"]["wall_s"] / row["wall"]
+            waits = gr["serial"].get("mount_waits_s", [])
+            row["mount_stalls"] = sum(1 for w in waits if w > 0.1)
+            row["mount_stall_s"] = sum(w for w in waits if w > 0.1)
+        row["poll_share"] = (row["cpq"] - cp) / cp
+        row["per_link"] = (row["wall"] - row["cpq"]) / row["depth"]
         s["graphs"].append(row)
     ov = r.get("overhead", {})
     if "single_s" in ov:
@@ -882,6 +887,17 @@ def render(r: dict[str, Any]) -> str:
             f"{g['busy']:.0%} | " + (
                 f"{g['serial']:.1f} | {g['serial_ratio']:.2f} | {g['serial_sum']:.3f} | "
                 f"{g['speedup']:.1f}x |" if "serial" in g else "- | - | - | - |"))
+    L += ["", "Where the time over the critical path goes (medians): " + "; ".join(
+        f"N={g['n']}: the init's readiness polling alone makes the chain "
+        f"{g['poll_share']:.1%} longer (polled critical path), the rest is "
+        f"{g['per_link'] * 1000:.0f} ms per link of the {g['depth']}-service chain"
+        for g in s["graphs"]) + "."] if s["graphs"] else []
+    stalls = [g for g in s["graphs"] if g.get("mount_stalls")]
+    if stalls:
+        L += ["", "Serial starts held by systemd's mountinfo rate limit (a "
+              f"`{MACHINES_MOUNT}` job waiting > 100 ms): " + "; ".join(
+                  f"N={g['n']}: {g['mount_stalls']} of {g['n']} starts, "
+                  f"{g['mount_stall_s']:.1f} s in all" for g in stalls) + "."]
     if s["together"]:
         L += ["", "#### Per container (payload `sleep infinity`, `readiness: none`, no "
               "dependencies)", ""]

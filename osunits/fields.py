@@ -156,20 +156,16 @@ def parse_abs_path(v: Value) -> PurePosixPath:
     return p
 
 
+def parse_address(v: Value, *, v4_only: bool = False) -> str:
+    s = parse_str(v, allow_empty=False)
+    try:
+        return str(ipaddress.IPv4Address(s) if v4_only else ipaddress.ip_address(s))
+    except ValueError as e:
+        raise Invalid(f"{s!r} is not an {'IPv4' if v4_only else 'IP'} address") from e
+
+
 def parse_ipv4(v: Value) -> str:
-    s = parse_str(v, allow_empty=False)
-    try:
-        return str(ipaddress.IPv4Address(s))
-    except ValueError as e:
-        raise Invalid(f"{s!r} is not an IPv4 address") from e
-
-
-def parse_address(v: Value) -> str:
-    s = parse_str(v, allow_empty=False)
-    try:
-        return str(ipaddress.ip_address(s))
-    except ValueError as e:
-        raise Invalid(f"{s!r} is not an IP address") from e
+    return parse_address(v, v4_only=True)
 
 
 def parse_enum(cls: type[E]) -> Callable[[Value], E]:

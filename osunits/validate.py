@@ -198,36 +198,16 @@ def _build_service(name: str, m: Mapping, problems: list[Problem], *,
             else:
                 seen[dep_name] = str(kind)
                 deps.append(Dependency(dep_name, kind, item.loc))
-    readiness = values["readiness"]
-    if readiness is None:
-        readiness = Readiness(ReadinessKind.NONE)
+    values["readiness"] = values["readiness"] or Readiness(ReadinessKind.NONE)
+    values["description"] = values["description"] or f"osunits service {name}"
     if len(problems) > n_before:
         return None
     source = Path(m.source)
-    return Service(
-        name=name,
-        description=values["description"] or f"osunits service {name}",  # type: ignore[arg-type]
-        rootfs=values["rootfs"],  # type: ignore[arg-type]
-        exec=values["exec"],  # type: ignore[arg-type]
-        boot=values["boot"],  # type: ignore[arg-type]
-        user=values["user"],  # type: ignore[arg-type]
-        working_directory=values["working_directory"],  # type: ignore[arg-type]
-        environment=values["environment"],  # type: ignore[arg-type]
-        dependencies=tuple(deps),
-        ports=values["ports"],  # type: ignore[arg-type]
-        publish=values["publish"],  # type: ignore[arg-type]
-        network=values["network"],  # type: ignore[arg-type]
-        address=values["address"],  # type: ignore[arg-type]
-        config=values["config"],  # type: ignore[arg-type]
-        state=values["state"],  # type: ignore[arg-type]
-        readiness=readiness,  # type: ignore[arg-type]
-        restart=values["restart"],  # type: ignore[arg-type]
-        restart_sec=values["restart_sec"],  # type: ignore[arg-type]
-        stop_timeout=values["stop_timeout"],  # type: ignore[arg-type]
-        limits=values["limits"],  # type: ignore[arg-type]
-        source=source,
-        loc=m.loc,
-    )
+    kinds = {str(k) for k in DependencyKind}
+    direct = {k: v for k, v in values.items() if k not in kinds}
+    # The field table's keys are Service's fields (tests/test_model.py holds them together).
+    return Service(**direct, dependencies=tuple(deps),  # type: ignore[arg-type]
+                   source=source, loc=m.loc)
 
 
 def _items(v: Value | None) -> tuple[Value, ...]:

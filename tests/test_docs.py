@@ -155,7 +155,7 @@ def test_command_is_documented(name: str) -> None:
 
 # --- (d) every error code is documented ---------------------------------------------------
 
-_CODE = re.compile(r"""["']([ECPTR]\d{3})["']""")
+_CODE = re.compile(r"""["']([ECNPTR]\d{3})["']""")
 
 
 def _codes_in_source() -> set[str]:

@@ -210,9 +210,12 @@ def _run_verb(verb: str, services: list[str] | None, bus: str | None, timeout: f
     with _systemd(bus) as sd:
         try:
             oc = control.run_verb(sd, verb, services or [], timeout=timeout, out=print)
-        except (TimeoutError, LookupError) as e:
+        except TimeoutError as e:
             print(f"osunits: {e}", file=sys.stderr)
             raise typer.Exit(1) from None
+        except LookupError as e:
+            print(f"osunits: {e}", file=sys.stderr)
+            raise typer.Exit(2) from None
         control.report_outcome(sd, verb, oc, print)
     if not oc.ok:
         raise typer.Exit(1)
@@ -283,7 +286,11 @@ def why(service: str, bus: BusOpt = None) -> None:
     from osunits import control
 
     with _systemd(bus) as sd:
-        lines = control.why(sd, service)
+        try:
+            lines = control.why(sd, service)
+        except LookupError as e:
+            print(f"osunits: {e}", file=sys.stderr)
+            raise typer.Exit(2) from None
     print("\n".join(lines))
     if len(lines) > 1 or " is running " not in lines[0]:
         raise typer.Exit(1)

@@ -58,6 +58,7 @@ class Outcome:
 def run_verb(sd: Systemd, verb: str, services: list[str], *, timeout: float,
              out: Print) -> Outcome:
     """start|stop|restart, following every job of the transaction to its end."""
+    check_known(sd, services)
     units = [unit_of(s) for s in services] or [TARGET]
     t0 = time.monotonic()
 
@@ -164,7 +165,8 @@ def status(sd: Systemd) -> dict[str, Any]:
             "main_pid": p.get("MainPID") or None,
             "memory": None if mem in (None, _NO_VALUE) else mem,
             "restarts": p.get("NRestarts", 0),
-            "readiness": p.get("StatusText") or "",
+            "readiness": (p.get("StatusText") or "")
+            if p.get("ActiveState") in ("active", "activating", "reloading") else "",
             "result": p.get("Result"),
             "addresses": sd.machine_addresses(service_of(unit))
             if p.get("ActiveState") == "active" else [],
@@ -187,14 +189,22 @@ def format_status(st: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
+def check_known(sd: Systemd, services: list[str]) -> None:
+    """Refuse names that are not services of this host's target (LookupError)."""
+    members = {service_of(u) for u in sd.target_members()}
+    unknown = [s for s in services if service_of(unit_of(s)) not in members
+               and not s.endswith((".service", ".target", ".socket"))]
+    if unknown:
+        raise LookupError(f"not a service of this host: {', '.join(unknown)} "
+                          f"(services: {', '.join(sorted(members))})")
+
+
 def why(sd: Systemd, service: str) -> list[str]:
     """Why is SERVICE not running? The answer walks its requirements to a root cause."""
     unit = unit_of(service)
+    check_known(sd, [service])
     p = sd.properties(unit, UNIT, SERVICE)
     name = service_of(unit)
-    if p.get("LoadState") != "loaded":
-        return [f"{name}: unit {unit} is {p.get('LoadState')}: it is not installed on this "
-                "host (run `osunits generate`, then check the --host)"]
     active, sub, result = p.get("ActiveState"), p.get("SubState"), p.get("Result")
     if active == "active":
         return [f"{name} is running ({sub}) since {_ts(p.get('StateChangeTimestamp', 0))}"
@@ -211,13 +221,19 @@ def why(sd: Systemd, service: str) -> list[str]:
         lines.append(f"  {explain_result(p)}")
     # requirements that are not up explain a cancelled start
     for dep in sorted(set(p.get("Requires", [])) | set(p.get("BindsTo", []))):
-        if not dep.startswith("systemd-nspawn@"):
-            continue
+        if not dep.startswith(("systemd-nspawn@", "osunits-")):
+            continue  # slices, mounts: systemd's own plumbing
         dp = sd.properties(dep)
-        if dp.get("ActiveState") != "active":
+        # network units come and go with their container: only a failure of theirs counts
+        if dp.get("ActiveState") != "active" and (
+                dep.startswith("systemd-nspawn@") or dp.get("ActiveState") == "failed"):
             lines.append(f"  it requires {service_of(dep)}, which is {dp.get('ActiveState')} "
                          f"({dp.get('SubState')}): a start of {name} is cancelled with it")
-            lines += ["  " + ln for ln in why(sd, dep)[1:]]
+            if dep.startswith("systemd-nspawn@"):
+                lines += ["  " + ln for ln in why(sd, dep)[1:]]
+            else:  # a gate or network unit: its own last words say why
+                lines += ["    " + ln for ln in last_log_lines(dep, sd.address, 8)
+                          if "osunits-init" in ln or "Failed" in ln or "error" in ln.lower()]
     if len(lines) == 1 and result == "success":
         lines.append(f"  it was stopped, or never started: `osunits start {name}`")
     logs = last_log_lines(unit, sd.address)

@@ -321,14 +321,14 @@ def parse_config_file(v: Value) -> ConfigFile:
                       m.entries["template"].loc)
     mode = 0o640
     if "mode" in m.entries:
-        raw = _scalar(m.entries["mode"], "a mode")
-        if isinstance(raw, int) and not isinstance(raw, bool):
-            mode = raw  # YAML 1.1 already read a bare 0644 as octal
-        else:
-            try:
-                mode = int(str(raw), 8)
-            except ValueError as e:
-                raise Invalid(f"{raw!r} is not an octal mode", m.entries["mode"].loc) from e
+        mv = m.entries["mode"]
+        _scalar(mv, "a mode")
+        # From the text as written: 0644, "0644" and 644 all mean rw-r--r--.
+        raw = mv.raw if isinstance(mv, Scalar) else ""
+        try:
+            mode = int(raw, 8)
+        except ValueError as e:
+            raise Invalid(f"{raw!r} is not an octal mode", mv.loc) from e
         if not 0 <= mode <= 0o777:
             raise Invalid(f"{raw!r} is not a file mode", m.entries["mode"].loc)
     return ConfigFile(tmpl, parse_abs_path(_need(m, "path")), mode, m.loc)

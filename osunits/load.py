@@ -25,6 +25,7 @@ MAX_DEPTH = 32
 class Scalar:
     value: str | int | float | bool | None
     loc: Location
+    raw: str = ""  # the text as written (YAML 1.1 reads 0644 as octal, 644 as decimal)
 
 
 @dataclass(frozen=True, slots=True)
@@ -137,7 +138,7 @@ def _convert(node: Node, path: str, problems: list[Problem], depth: int, seen: s
         problems.append(Problem("E007", f"nesting deeper than {MAX_DEPTH} levels", loc))
         return Scalar(None, loc)
     if isinstance(node, ScalarNode):
-        return Scalar(_construct_scalar(node, loc, problems), loc)
+        return Scalar(_construct_scalar(node, loc, problems), loc, node.value)
     if isinstance(node, SequenceNode):
         return Sequence(tuple(_convert(n, path, problems, depth + 1, seen) for n in node.value), loc)
     if isinstance(node, MappingNode):

@@ -144,8 +144,7 @@ def plan_host(dep: Deployment, host_name: str, layout: Layout = INSTALLED) -> Ho
             dep, host, addresses, private).encode(), source="deployment.yaml"))
     extra = _plan_network(dep, host, layout, addresses, gates)
     files += extra
-    wanted = [unit_name(s.name) for s in host.services] + sorted(
-        str(f.path.name) for f in files if f.path.suffix == ".socket")
+    wanted = [unit_name(s.name) for s in host.services]
     files.append(PlannedFile(layout.units / TARGET, render_unit(
         "openstack.target.j2", host=host.name, units=wanted).encode(), source="deployment.yaml"))
     files.append(PlannedFile(layout.init, INIT_SOURCE.read_bytes(), 0o755, source="osunits"))
@@ -312,6 +311,7 @@ def _plan_service(dep: Deployment, host: Host, svc: Service, renderer: ConfigRen
         elif d.name in gates and d.kind is not DependencyKind.AFTER:
             deps[str(d.kind)].append(gate_unit(d.name))
     binds_to: list[str] = []
+    sockets: list[str] = []  # published ports: wanted by the container, bound to it
     netns_path = ""
     address = addresses.get(svc.name, "")
     if address:
@@ -330,9 +330,10 @@ def _plan_service(dep: Deployment, host: Host, svc: Service, renderer: ConfigRen
                 listen = f"[{p.address}]:{p.host_port}"
             ctx = {"svc": svc.name, "host": host.name, "source": source, "target": TARGET,
                    "port": p.host_port}
-            files.append(PlannedFile(layout.units / publish_unit(svc.name, p.host_port, "socket"),
-                                     render_unit("publish.socket.j2", listen=listen, **ctx)
-                                     .encode(), source=source))
+            sockets.append(publish_unit(svc.name, p.host_port, "socket"))
+            files.append(PlannedFile(layout.units / sockets[-1], render_unit(
+                "publish.socket.j2", listen=listen, container=unit_name(svc.name), **ctx)
+                .encode(), source=source))
             files.append(PlannedFile(
                 layout.units / publish_unit(svc.name, p.host_port, "service"),
                 render_unit("publish.service.j2", container=unit_name(svc.name),
@@ -343,9 +344,13 @@ def _plan_service(dep: Deployment, host: Host, svc: Service, renderer: ConfigRen
         layout.units / f"{unit_name(svc.name)}.d" / DROPIN_NAME,
         render_unit(
             "service.dropin.j2", svc=svc, host=host.name, source=source, target=TARGET,
-            requires=sorted(deps["requires"]), wants=sorted(deps["wants"]), after=after,
+            requires=sorted(deps["requires"]), wants=sorted(deps["wants"] + sockets),
+            after=after,
             binds_to=binds_to, netns_path=netns_path,
             timeout_start=svc.readiness.timeout + START_MARGIN,
+            # systemd's default limit (5 starts in 10 s) is out of reach once RestartSec
+            # is 2 s or more: a crash loop would never end.
+            start_limit=5 * (svc.restart_sec + 10),
             config_hash=digest.hexdigest()[:16] if svc.config else "",
             state_dirs=sorted({b[0] for b in binds}),
         ).encode(), source=source))

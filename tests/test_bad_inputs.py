@@ -68,3 +68,17 @@ def test_check_deps_unreadable_input_exit_2() -> None:
     res = CliRunner().invoke(app, ["check-deps", "-d", str(BAD / "binary-file")])
     assert res.exit_code == 2
     assert "file is binary" in res.output
+
+
+@pytest.mark.parametrize("written", ["0644", '"0644"', "644", "'644'"])
+def test_config_mode_is_octal_as_written(written: str, tmp_path: Path) -> None:
+    from osunits.validate import load_deployment
+    from tests.conftest import write_tree
+
+    write_tree(tmp_path, {
+        "deployment.yaml": "hosts:\n  h1: {address: 192.0.2.1, services: [a]}\n",
+        "services/a.yaml": "rootfs: x\nexec: /bin/true\nconfig:\n"
+                           f"  - {{template: a.j2, path: /etc/a, mode: {written}}}\n",
+    })
+    (svc,) = load_deployment(tmp_path).services
+    assert svc.config[0].mode == 0o644

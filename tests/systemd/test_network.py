@@ -125,7 +125,27 @@ def test_cross_host_gate_fails_cleanly_when_remote_never_comes(lab: dict[str, Te
     assert "FAILED osunits-remote-web1.service" in res.output
     assert "cancelled because of it: app" in res.output
     assert "tcp connect to 192.0.2.11:8081: not ready after 8 s" in res.output
+    why = CliRunner().invoke(cli_app, ["why", "app", "--bus", b.bus_address.decode()])
+    assert why.exit_code == 1
+    assert "it requires osunits-remote-web1.service, which is failed" in why.output
+    assert "not ready after 8 s" in why.output
     b.systemctl("reset-failed", check=False)
+
+
+def test_published_port_follows_its_container(lab: dict[str, Testbed]) -> None:
+    """Closed while the service is down (refused at once, never a hang), open again after."""
+    a = lab["a"]
+    bus = ["--bus", a.bus_address.decode()]
+    assert CliRunner().invoke(cli_app, ["start", *bus]).exit_code == 0
+    assert CliRunner().invoke(cli_app, ["stop", "web2", *bus]).exit_code == 0
+    for _ in range(2):  # a connection while stopped must not break the port for later
+        res = a.run([*FETCH, "http://127.0.0.1:8082/"], check=False)
+        assert res.returncode != 0 and "Connection refused" in res.stderr
+    assert CliRunner().invoke(cli_app, ["start", "web2", *bus]).exit_code == 0
+    assert a.run([*FETCH, "http://127.0.0.1:8082/"]).stdout.strip() == "web2 on a"
+    res = CliRunner().invoke(cli_app, ["start", "nope", *bus])
+    assert res.exit_code == 2 and "not a service of this host: nope" in res.output
+    _stop(a)
 
 
 def test_stop_leaves_no_bridges_veths_or_namespaces(lab: dict[str, Testbed]) -> None:

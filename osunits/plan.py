@@ -144,7 +144,9 @@ def plan_host(dep: Deployment, host_name: str, layout: Layout = INSTALLED) -> Ho
             dep, host, addresses, private).encode(), source="deployment.yaml"))
     extra = _plan_network(dep, host, layout, addresses, gates)
     files += extra
-    wanted = [unit_name(s.name) for s in host.services]
+    # Containers want their own published sockets; the readiness endpoint serves the host.
+    wanted = [unit_name(s.name) for s in host.services] + sorted(
+        str(f.path.name) for f in extra if f.path.name == f"{READY_UNIT}.socket")
     files.append(PlannedFile(layout.units / TARGET, render_unit(
         "openstack.target.j2", host=host.name, units=wanted).encode(), source="deployment.yaml"))
     files.append(PlannedFile(layout.init, INIT_SOURCE.read_bytes(), 0o755, source="osunits"))

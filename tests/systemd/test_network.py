@@ -111,6 +111,9 @@ def test_cross_host_gate_waits_for_the_remote_service(lab: dict[str, Testbed]) -
         ended = sd.wait_jobs(jobs, timeout=60)
     assert ended[unit_of("app")].result == "done"
     assert ended[gate].at < ended[unit_of("app")].at
+    # quiet has no port: its gate asked host a's readiness endpoint (osunits-ready.socket)
+    assert ended["osunits-remote-quiet.service"].result == "done"
+    assert "ready after" in b.journal("osunits-remote-quiet.service")
     assert "http://web1:8081/: web1 on a" in b.journal(unit_of("app"))
     deps = b.systemctl("list-dependencies", unit_of("app")).stdout
     assert gate in deps  # the edge is systemd's, visible, and survives a reboot

@@ -176,11 +176,13 @@ class Network:
     bridge: str = "osunits0"
     gate_timeout: int = 600  # seconds a cross-host gate waits for its remote service
     masquerade: bool = True  # containers reach other hosts through the host's address
+    existing_bridge: bool = False  # join a bridge the host already has (a provider bridge)
+    gateway_address: IPv4Address | None = None  # default: the subnet's first address
     loc: Location | None = field(default=None, compare=False)
 
     @property
     def gateway(self) -> IPv4Address:
-        return self.subnet.network_address + 1
+        return self.gateway_address or self.subnet.network_address + 1
 
 
 @dataclass(frozen=True, slots=True)

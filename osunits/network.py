@@ -33,7 +33,7 @@ def allocate(host: Host, net: Network, problems: list[Problem]) -> dict[str, IPv
     """Service → address on ``host``'s bridge, for its private-network services."""
     first = int(net.subnet.network_address) + 2  # .0 is the network, .1 the bridge
     size = net.subnet.num_addresses - 3  # nor the broadcast address
-    taken: dict[IPv4Address, str] = {}
+    taken: dict[IPv4Address, str] = {net.gateway: "the gateway"}
     out: dict[str, IPv4Address] = {}
     private = [s for s in host.services if s.network is NetworkMode.PRIVATE]
     for s in private:
@@ -51,8 +51,8 @@ def allocate(host: Host, net: Network, problems: list[Problem]) -> dict[str, IPv
             taken[addr] = s.name
             out[s.name] = addr
     free = [s for s in sorted(private, key=lambda s: s.name) if not s.address]
-    if len(free) + len(taken) > size:
-        problems.append(Problem("N003", f"{host.name} has {len(free) + len(taken)} private "
+    if len(free) + len(taken) - 1 > size:
+        problems.append(Problem("N003", f"{host.name} has {len(free) + len(taken) - 1} private "
                                 f"services, more than {net.subnet} holds", host.loc, "network"))
         return out
     for s in free:

@@ -211,6 +211,7 @@ def _plan_network(dep: Deployment, host: Host, layout: Layout, addresses: dict[s
                 bridge=net.bridge).encode(), source="deployment.yaml"))
         files.append(PlannedFile(layout.units / BRIDGE_UNIT, render_unit(
             "bridge.service.j2", bridge=net.bridge, nat_file=nat_file, nat_table=NAT_TABLE,
+            existing=net.existing_bridge,
             cidr=f"{net.gateway}/{net.subnet.prefixlen}", **common).encode(),
             source="deployment.yaml"))
     init = str(layout.init)

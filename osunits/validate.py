@@ -10,7 +10,7 @@ from __future__ import annotations
 import difflib
 import re
 from collections.abc import Callable
-from ipaddress import IPv4Network
+from ipaddress import IPv4Address, IPv4Network
 from pathlib import Path
 from typing import TypeVar
 
@@ -378,7 +378,10 @@ def _override_for(ov: Mapping | None, sname: str) -> Mapping | None:
 NETWORK_KEYS = {"subnet": "IPv4 subnet of every host's service bridge [10.213.0.0/16]",
                 "bridge": "name of the bridge [osunits0]",
                 "gate_timeout": "how long a cross-host gate waits for its remote service [600s]",
-                "masquerade": "containers reach other hosts through the host's address [true]"}
+                "masquerade": "containers reach other hosts through the host's address [true]",
+                "existing_bridge": "join a bridge the host already has instead of creating one "
+                                   "[false]",
+                "gateway": "the containers' default route [the subnet's first address]"}
 
 
 def _load_network(top: Mapping, problems: list[Problem]) -> Network:
@@ -387,16 +390,24 @@ def _load_network(top: Mapping, problems: list[Problem]) -> Network:
         return Network()
     problems += fields.check_keys(m, NETWORK_KEYS, "network")
     kw: dict[str, object] = {}
-    for key, parse in (("subnet", _parse_subnet), ("bridge", _parse_ifname),
-                       ("gate_timeout", fields.parse_duration), ("masquerade", fields.parse_bool)):
+    for key, attr, parse in (
+            ("subnet", "subnet", _parse_subnet), ("bridge", "bridge", _parse_ifname),
+            ("gate_timeout", "gate_timeout", fields.parse_duration),
+            ("masquerade", "masquerade", fields.parse_bool),
+            ("existing_bridge", "existing_bridge", fields.parse_bool),
+            ("gateway", "gateway_address", lambda v: IPv4Address(fields.parse_ipv4(v)))):
         v = m.get(key)
         if v is None:
             continue
         try:
-            kw[key] = parse(v)
+            kw[attr] = parse(v)
         except Invalid as e:
             problems.append(Problem("E108", str(e), e.loc or v.loc, f"network.{key}", e.hint))
-    return Network(**kw, loc=m.loc)  # type: ignore[arg-type]
+    net = Network(**kw, loc=m.loc)  # type: ignore[arg-type]
+    if net.gateway_address is not None and net.gateway_address not in net.subnet:
+        problems.append(Problem("E108", f"gateway {net.gateway_address} is outside the subnet "
+                                f"{net.subnet}", m.key_loc("gateway"), "network.gateway"))
+    return net
 
 
 def _parse_subnet(v: Value) -> IPv4Network:

@@ -66,6 +66,16 @@ def _stop(tb: Testbed) -> None:
         control.run_verb(sd, "stop", [], timeout=60, out=lambda s: None)
 
 
+def _links_after_stop(tb: Testbed) -> str:
+    """Links once teardown settled: the bridge goes when it becomes unneeded (a job after
+    the stop transaction), veths when the kernel destroys their namespace (asynchronous)."""
+    deadline = time.monotonic() + 10
+    while (any(x in (left := _links(tb)) for x in ("vo-", "osunits0", "osunits-"))
+           and time.monotonic() < deadline):
+        time.sleep(0.1)
+    return left
+
+
 def _links(tb: Testbed) -> str:
     return tb.run(["/sbin/ip", "-br", "link"]).stdout + tb.run(["/sbin/ip", "netns"]).stdout
 
@@ -159,6 +169,44 @@ def test_stop_leaves_no_bridges_veths_or_namespaces(lab: dict[str, Testbed]) -> 
     # target itself is down, before its members finish stopping)
     res = CliRunner().invoke(cli_app, ["stop", "--bus", a.bus_address.decode()])
     assert res.exit_code == 0, res.output
-    left = _links(a)
+    left = _links_after_stop(a)
     assert "osunits0" not in left and "vo-" not in left and "osunits-" not in left, left
     assert "10.213." not in a.run(["/sbin/ip", "-br", "addr"]).stdout
+
+
+def test_containers_join_an_existing_provider_bridge(tmp_path: Path) -> None:
+    """network.existing_bridge: veths go onto the host's own bridge, which osunits leaves
+    as it found it."""
+    why = available()
+    if why:
+        pytest.skip(why)
+    dep = tmp_path / "dep"
+    import shutil
+    shutil.copytree(NET, dep)
+    y = dep / "deployment.yaml"
+    y.write_text(y.read_text().replace(
+        "network:\n  gate_timeout: 8s\n",
+        "network:\n  gate_timeout: 8s\n  subnet: 172.29.0.0/24\n  bridge: provbr0\n"
+        "  existing_bridge: true\n  masquerade: false\n"))
+    root = tmp_path / "root"
+    res = CliRunner().invoke(cli_app, ["generate", "-H", "a", "-d", str(dep), "--root", str(root)])
+    assert res.exit_code == 0, res.output
+    tb = Testbed()
+    tb.start()
+    try:
+        tb.run(["/sbin/ip", "link", "add", "provbr0", "type", "bridge"])
+        tb.run(["/sbin/ip", "addr", "add", "172.29.0.1/24", "dev", "provbr0"])
+        tb.run(["/sbin/ip", "link", "set", "provbr0", "up"])
+        tb.install_tree(root)
+        with Systemd(tb.bus_address.decode()) as sd:
+            assert control.run_verb(sd, "start", [], timeout=60, out=lambda s: None).ok
+            addr = sd.machine_addresses("web1")
+        assert addr and addr[0].startswith("172.29.0.")
+        assert "vo-web1" in tb.run(["/sbin/ip", "-br", "link", "show", "master", "provbr0"]).stdout
+        assert tb.run([*FETCH, f"http://{addr[0]}:8080/"]).stdout.strip() == "web1 on a"
+        _stop(tb)
+        left = tb.run(["/sbin/ip", "-br", "addr", "show", "provbr0"]).stdout
+        assert "172.29.0.1/24" in left  # the provider's bridge, untouched
+        assert "vo-" not in _links_after_stop(tb)
+    finally:
+        tb.teardown()

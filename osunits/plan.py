@@ -212,6 +212,8 @@ def _plan_network(dep: Deployment, host: Host, layout: Layout, addresses: dict[s
         files.append(PlannedFile(layout.units / BRIDGE_UNIT, render_unit(
             "bridge.service.j2", bridge=net.bridge, nat_file=nat_file, nat_table=NAT_TABLE,
             existing=net.existing_bridge,
+            own_del=f"/sbin/ip link show dev {net.bridge} 2>/dev/null | grep -q 'alias "
+                    f"osunits-owned' && /sbin/ip link del {net.bridge}",
             cidr=f"{net.gateway}/{net.subnet.prefixlen}", **common).encode(),
             source="deployment.yaml"))
     init = str(layout.init)

@@ -48,7 +48,10 @@ CONFIG_SRC = "/run/osunits/config"
 CONTROL_VARS = ("OSUNITS_CONFIG", "OSUNITS_READY", "OSUNITS_READY_TIMEOUT", "OSUNITS_USER",
                 "OSUNITS_STATE",
                 "OSUNITS_WORKDIR", "OSUNITS_STOP_GRACE")
-BACKOFF_FIRST, BACKOFF_FACTOR, BACKOFF_MAX = 0.02, 1.5, 0.25
+# A tcp/http probe is a connect on loopback: cheap enough to try every 50 ms, and each
+# try later than needed delays every dependent (bench/README.md, start-up benchmark).
+BACKOFF_FIRST, BACKOFF_FACTOR, BACKOFF_MAX = 0.02, 1.5, 0.05
+BACKOFF_MAX_COMMAND = 0.25
 NOTIFY_DIR = "/run/osunits"
 
 SIGRTMIN = _signal.SIGRTMIN
@@ -624,7 +627,8 @@ def main(argv):
                 next_try = now + delay
                 if isinstance(check, CommandCheck):  # a slow check: do not run it back to back
                     next_try = max(next_try, now + (now - check.started))
-                delay = min(delay * BACKOFF_FACTOR, BACKOFF_MAX)
+                delay = min(delay * BACKOFF_FACTOR, BACKOFF_MAX_COMMAND
+                            if isinstance(check, CommandCheck) else BACKOFF_MAX)
             else:  # an attempt is still running (command): look again soon
                 next_try = now + 0.01
         if not ready and not stop_sig and deadline is not None and now >= deadline:

@@ -119,7 +119,7 @@ def test_cross_host_gate_waits_for_the_remote_service(lab: dict[str, Testbed]) -
         assert b.show(unit_of("app"), "ActiveState")["ActiveState"] == "inactive"
         a.systemctl("start", "openstack.target")
         ended = sd.wait_jobs(jobs, timeout=60)
-    assert ended[unit_of("app")].result == "done"
+    assert ended[unit_of("app")].result == "done", {u: e.result for u, e in ended.items()}
     assert ended[gate].at < ended[unit_of("app")].at
     # quiet has no port: its gate asked host a's readiness endpoint (osunits-ready.socket)
     assert ended["osunits-remote-quiet.service"].result == "done"
@@ -135,7 +135,7 @@ def test_cross_host_gate_fails_cleanly_when_remote_never_comes(lab: dict[str, Te
     _stop(a)
     res = CliRunner().invoke(cli_app, ["start", "--bus", b.bus_address.decode()])
     assert res.exit_code == 1
-    assert "FAILED osunits-remote-web1.service" in res.output
+    assert "FAILED osunits-remote-web1.service" in res.output, res.output
     assert "cancelled because of it: app" in res.output
     assert "tcp connect to 192.0.2.11:8081: not ready after 8 s" in res.output
     why = CliRunner().invoke(cli_app, ["why", "app", "--bus", b.bus_address.decode()])

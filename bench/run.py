@@ -38,6 +38,7 @@ REPO = BENCH.parent
 sys.path.insert(0, str(REPO))
 
 from bench import synth  # noqa: E402
+from bench.facts import cpu_model, mem_kib  # noqa: E402
 
 PY = Path(sys.executable)
 CLI = [str(PY.parent / "osunits")] if (PY.parent / "osunits").exists() else [str(PY), "-m", "osunits.cli"]
@@ -162,12 +163,8 @@ def write_quadlet_units(d: Path, n: int) -> None:
 
 
 def machine_facts(work: Path, shm: Path) -> dict[str, Any]:
-    cpu = ""
-    for line in Path("/proc/cpuinfo").read_text().splitlines():
-        if line.startswith("model name"):
-            cpu = line.split(":", 1)[1].strip()
-            break
-    mem = Path("/proc/meminfo").read_text().split("\n")[0].split()[1]
+    cpu = cpu_model()
+    mem = mem_kib()
     pol = subprocess.run(["apt-cache", "policy", "podman"], capture_output=True, text=True).stdout
     m = re.search(r"Installed: (\S+)", pol)
     c = re.search(r"Candidate: (\S+)", pol)

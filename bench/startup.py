@@ -50,6 +50,7 @@ REPO = BENCH.parent
 if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
 
+from bench.facts import cpu_model, mem_kib  # noqa: E402
 from osunits.testbed import Testbed, available, leftovers  # noqa: E402
 
 PY = Path(sys.executable)
@@ -730,12 +731,8 @@ def pctl(xs: list[float], p: float) -> float:
 
 
 def machine_facts() -> dict[str, Any]:
-    cpu = ""
-    for line in Path("/proc/cpuinfo").read_text().splitlines():
-        if line.startswith("model name"):
-            cpu = line.split(":", 1)[1].strip()
-            break
-    mem = Path("/proc/meminfo").read_text().split("\n")[0].split()[1]
+    cpu = cpu_model()
+    mem = mem_kib()
     commit = subprocess.run(["git", "-C", str(REPO), "rev-parse", "--short", "HEAD"],
                             capture_output=True, text=True, check=False).stdout.strip()
     dirty = subprocess.run(["git", "-C", str(REPO), "status", "--porcelain", "osunits",

@@ -166,7 +166,8 @@ def status(sd: Systemd) -> dict[str, Any]:
             "memory": None if mem in (None, _NO_VALUE) else mem,
             "restarts": p.get("NRestarts", 0),
             "readiness": (p.get("StatusText") or "")
-            if p.get("ActiveState") in ("active", "activating", "reloading") else "",
+            if p.get("ActiveState") in ("active", "reloading")
+            or (p.get("ActiveState"), p.get("SubState")) == ("activating", "start") else "",
             "result": p.get("Result"),
             "addresses": sd.machine_addresses(service_of(unit))
             if p.get("ActiveState") == "active" else [],

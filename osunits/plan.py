@@ -26,7 +26,7 @@ from osunits.model import DependencyKind, Deployment, Host, NetworkMode, Service
 from osunits.network import allocate, netns_name, veth_name
 from osunits.render import ConfigRenderer, render_text, render_unit
 from osunits.systemd.escape import EscapeError
-from osunits.validate import TEMPLATES_DIR
+from osunits.validate import TEMPLATES_DIR, unknown_name
 
 OSUNITS_LIB = PurePosixPath("/var/lib/osunits")
 ROOTFS_DIR = OSUNITS_LIB / "rootfs"  # images persist in /var whatever the layout
@@ -116,7 +116,6 @@ class HostPlan:
 def plan_host(dep: Deployment, host_name: str, layout: Layout = INSTALLED) -> HostPlan:
     host = dep.host(host_name)
     if host is None:
-        from osunits.validate import unknown_name
         raise DeploymentError([unknown_name("host", host_name, [h.name for h in dep.hosts],
                                              None, "--host")])
     report = check_deployment(dep, [host_name])

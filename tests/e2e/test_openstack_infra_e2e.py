@@ -1,9 +1,11 @@
-"""The bundled example's infrastructure services started for real (`make e2e`, slow).
+"""The bundled example's services started for real (`make e2e`, slow).
 
-Builds (or reuses, cached by content) the real Debian images of mariadb, rabbitmq and
-memcached, then rehearses a controller holding just those three, from the example's own
-definitions, in a throwaway systemd host: each must become ready — mariadb by its own
-sd_notify through the container init, rabbitmq and memcached by their TCP ports.
+Builds (or reuses, cached by content) the real Debian images of mariadb, rabbitmq,
+memcached and keystone, then rehearses a controller holding just those, from the
+example's own definitions, in a throwaway systemd host: each must become ready —
+mariadb by its own sd_notify through the container init (and creating the services'
+databases), rabbitmq and memcached by their TCP ports, keystone by its API answering
+after it bootstrapped itself against mariadb, reached by name.
 """
 
 from __future__ import annotations
@@ -20,7 +22,7 @@ from osunits.testbed import available
 from tests.conftest import EXAMPLE
 
 pytestmark = pytest.mark.e2e
-INFRA = ["mariadb", "memcached", "rabbitmq"]
+INFRA = ["keystone", "mariadb", "memcached", "rabbitmq"]
 
 
 @pytest.fixture(scope="module")
@@ -46,3 +48,4 @@ def test_infrastructure_services_start_for_real(images_root: Path, tmp_path: Pat
     for svc in INFRA:
         assert f"ok done       {svc}" in res.output
     assert "Taking your SQL requests now" in res.output  # mariadb's own READY=1 STATUS=
+    assert "ready (http:http://127.0.0.1:5000/v3)" in res.output  # keystone serves

@@ -75,11 +75,14 @@ def rehearse(dep: Deployment, host: str, *, out: Print, timeout: float = 600,
                 out(f"note: {len(plan.graph.cross_host)} cross-host dependencies are not "
                     f"rehearsed; their gates give up after {gate_timeout} s")
             with Systemd(tb.bus_address.decode()) as sd:
-                oc = control.run_verb(sd, "start", [], timeout=timeout, out=out)
-                control.report_outcome(sd, "start", oc, out)
-                st = control.status(sd)
-                out(control.format_status(st))
-                ok = oc.ok
+                try:
+                    oc = control.run_verb(sd, "start", [], timeout=timeout, out=out)
+                    control.report_outcome(sd, "start", oc, out)
+                    ok = oc.ok
+                except TimeoutError as e:
+                    out(f"osunits: {e}")
+                    ok = False
+                out(control.format_status(control.status(sd)))
             stop_t = time.monotonic()
             with Systemd(tb.bus_address.decode()) as sd:
                 stopped = control.run_verb(sd, "stop", [], timeout=120, out=lambda s: None)

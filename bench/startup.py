@@ -371,7 +371,7 @@ def classify(pid: int, main: int) -> str:
         cmd = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
     except OSError:
         return "gone"
-    if b"/run/osunits/init" in cmd:
+    if any(b"/run/osunits/" in part for part in cmd):  # the init, as a script or imported
         return "init"
     return "payload"
 

@@ -5,6 +5,7 @@ Regenerate with `pytest tests/test_golden.py --update-golden` and review the dif
 
 from __future__ import annotations
 
+import importlib.util
 import os
 import shutil
 import subprocess
@@ -13,13 +14,14 @@ from pathlib import Path
 import pytest
 
 from osunits.output import write_files
-from osunits.plan import INIT_HOST_PATH, INIT_SOURCE, plan_host
+from osunits.plan import INIT_HOST_PATH, INIT_SOURCE, INSTALLED, _init_bytecode, _pyc_path, plan_host
 from osunits.validate import load_deployment
 from tests.conftest import EXAMPLE
 
 GOLDEN = Path(__file__).parent / "golden"
 HOSTS = ["cmp01", "cmp02", "ctl01", "net01"]
-SKIP = {"var/lib/osunits/manifest.json", str(INIT_HOST_PATH).lstrip("/")}
+PYC = str(_pyc_path(INSTALLED)).lstrip("/")
+SKIP = {"var/lib/osunits/manifest.json", str(INIT_HOST_PATH).lstrip("/"), PYC}
 
 
 def generated(root: Path) -> dict[str, str]:
@@ -56,6 +58,8 @@ def test_golden(host: str, tmp_path: Path, update_golden: bool, deployment) -> N
     for rel in want:
         assert got[rel] == want[rel], f"{host}: {rel} differs from tests/golden (--update-golden)"
     assert (tmp_path / str(INIT_HOST_PATH).lstrip("/")).read_bytes() == INIT_SOURCE.read_bytes()
+    pyc = (tmp_path / PYC).read_bytes()
+    assert pyc == _init_bytecode() and pyc[:4] == importlib.util.MAGIC_NUMBER
 
 
 @pytest.mark.skipif(shutil.which("systemd-analyze") is None, reason="needs systemd-analyze")

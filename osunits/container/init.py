@@ -7,7 +7,7 @@ interpreter stays small: it lives as long as the container does.
 
 Started by systemd-nspawn (Boot=no) as
 
-    /usr/bin/python3 -I -S /run/osunits/init -- /usr/bin/prog arg...
+    /usr/bin/python3 -I -S -c "import sys; sys.path[:0] = ['/run/osunits/lib']; import init; sys.exit(init.main(sys.argv))" -- /usr/bin/prog arg...
 
 and configured by these environment variables (removed from the service's own
 environment; any other variable, OSUNITS_-prefixed or not, is passed through):

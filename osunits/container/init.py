@@ -7,7 +7,11 @@ interpreter stays small: it lives as long as the container does.
 
 Started by systemd-nspawn (Boot=no) as
 
-    /usr/bin/python3 -I -S -c "import sys; sys.path[:0] = ['/run/osunits/lib']; import init; sys.exit(init.main(sys.argv))" -- /usr/bin/prog arg...
+    /usr/bin/python3 -I -S -c "import sys; sys.path[:0] = ['/run/osunits/lib'];
+        import init; sys.exit(init.main(sys.argv))" -- /usr/bin/prog arg...
+
+(imported, so that Python uses the bytecode osunits ships in /run/osunits/lib/__pycache__;
+run as a script, `init.py -- PROGRAM`, it works the same)
 
 and configured by these environment variables (removed from the service's own
 environment; any other variable, OSUNITS_-prefixed or not, is passed through):

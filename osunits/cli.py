@@ -68,7 +68,11 @@ def generate(
                                           "write nothing; exit 1 if anything would")] = False,
     diff: Annotated[bool, typer.Option("--diff", help="Show the changes as a unified diff; "
                                        "write nothing; exit 1 if anything would change")] = False,
-    reload: Annotated[bool, typer.Option(help="Ask systemd to reload after writing to /")] = True,
+    reload: Annotated[bool, typer.Option(help="Ask systemd to reload after writing to / (or "
+                                         "to --root, when --bus names its systemd)")] = True,
+    bus: Annotated[str | None, typer.Option(
+        "--bus", envvar="OSUNITS_BUS_ADDRESS", help="D-Bus address of the systemd that reads "
+        "--root [default: the local system bus, for --root /]", show_default=False)] = None,
 ) -> None:
     """Compile the deployment into HOST's container units and write them."""
     from osunits.output import write_files
@@ -94,20 +98,21 @@ def generate(
             print(f"{c.change:6} {c.path}")
         n = len(plan.files)
         print(f"{plan.host}: {n} files, {len(result.changes)} changed", file=sys.stderr)
-        if result.written and reload and root.resolve() == Path("/"):
-            _daemon_reload()
+        if result.written and reload and (bus or root.resolve() == Path("/")):
+            _daemon_reload(bus)
     if (dry_run or diff) and result.changed:
         raise typer.Exit(1)
 
 
-def _daemon_reload() -> None:
+def _daemon_reload(bus: str | None) -> None:
     try:
         from osunits.runtime import daemon_reload
     except ImportError:
         print("osunits: pystemd is not installed; run `systemctl daemon-reload`", file=sys.stderr)
         return
     try:
-        daemon_reload()
+        daemon_reload(bus)
+        print("systemd reloaded its units", file=sys.stderr)
     except Exception as e:  # noqa: BLE001 - reported, the files are written either way
         print(f"osunits: daemon-reload failed: {e}; run `systemctl daemon-reload`",
               file=sys.stderr)

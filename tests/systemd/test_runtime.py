@@ -189,3 +189,25 @@ def test_crash_restarts_per_policy_and_dependents_follow(
     finally:
         generate(FAST, root)
         fast.install_tree(root)
+
+
+def test_generate_asks_systemd_to_reload(fast: Testbed, sd: Systemd, tmp_path: Path) -> None:
+    """`osunits generate` into a live root reloads that systemd over D-Bus: a changed
+    definition is what systemd shows at once, without `systemctl daemon-reload`."""
+    dep = tmp_path / "dep"
+    shutil.copytree(FAST, dep)
+    cache = dep / "services/cache.yaml"
+    cache.write_text(cache.read_text().replace("a cache that reports", "a renamed cache that reports"))
+    # write straight into the test host's root, as `generate` on that host would
+    root = fast.root
+    res = CliRunner().invoke(app, ["generate", "-H", "t1", "-d", str(dep), "--root", str(root),
+                                   "--bus", fast.bus_address.decode()])
+    try:
+        assert res.exit_code == 0, res.output
+        assert "systemd reloaded its units" in res.output
+        desc = sd.properties(unit_of("cache"))["Description"]
+        assert desc.startswith("cache: a renamed cache"), desc
+    finally:
+        res = CliRunner().invoke(app, ["generate", "-H", "t1", "-d", str(FAST), "--root",
+                                       str(root), "--bus", fast.bus_address.decode()])
+        assert res.exit_code == 0, res.output

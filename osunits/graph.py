@@ -9,6 +9,7 @@ from __future__ import annotations
 import graphlib
 from collections.abc import Iterable
 from dataclasses import dataclass, field
+from ipaddress import IPv4Address
 
 from osunits.errors import Location, Problem, Severity
 from osunits.model import (
@@ -44,6 +45,7 @@ class HostGraph:
     waves: tuple[tuple[str, ...], ...]
     critical_path: tuple[str, ...]
     cross_host: tuple[CrossHostEdge, ...]
+    addresses: dict[str, IPv4Address] = field(default_factory=dict)  # private services' own
 
 
 @dataclass(slots=True)
@@ -181,6 +183,27 @@ def gate_endpoint(dep: Service, host: Host) -> str:
     return f"ready {host.address}:{READY_PORT}/{dep.name}"
 
 
+def ready_endpoint_services(dep: Deployment, host: Host) -> list[str]:
+    """Services of ``host`` that other hosts' gates ask its readiness endpoint about: the
+    dependencies gate_endpoint answers with "ready" when ``host`` is the first running them."""
+    placement = dep.placement()
+    names: set[str] = set()
+    for other in dep.hosts:
+        if other.name == host.name:
+            continue
+        for s in other.services:
+            for d in s.dependencies:
+                if (d.kind is DependencyKind.AFTER or d.name in names
+                        or other.service(d.name) is not None):
+                    continue
+                hosts = placement.get(d.name, ())
+                target = host.service(d.name)
+                if hosts and hosts[0] == host.name and target is not None \
+                        and gate_endpoint(target, host).startswith("ready "):
+                    names.add(d.name)
+    return sorted(names)
+
+
 def check_deployment(dep: Deployment, hosts: Iterable[str] | None = None) -> Report:
     """All graph checks, for the named hosts (default: all)."""
     report = Report()
@@ -210,8 +233,9 @@ def check_deployment(dep: Deployment, hosts: Iterable[str] | None = None) -> Rep
     for h in dep.hosts:
         if wanted is not None and h.name not in wanted:
             continue
-        report.hosts.append(_check_host(dep, h, placement, known, report.problems))
-        allocate(h, dep.network, report.problems)
+        g = _check_host(dep, h, placement, known, report.problems)
+        g.addresses.update(allocate(h, dep.network, report.problems))
+        report.hosts.append(g)
     return report
 
 

@@ -30,12 +30,13 @@ from typing import Any
 from osunits.errors import OutputError
 from osunits.plan import INSTALLED, Layout, PlannedFile
 
-MANIFEST = INSTALLED.manifest
-JOURNAL = INSTALLED.manifest.with_name("manifest.journal")
-
 
 def _journal_of(manifest: PurePosixPath) -> PurePosixPath:
     return manifest.with_name("manifest.journal")
+
+
+MANIFEST = INSTALLED.manifest
+JOURNAL = _journal_of(MANIFEST)
 TMP_SUFFIX = ".osunits-new"
 
 

@@ -25,9 +25,15 @@ from pathlib import Path, PurePosixPath
 from typing import Any
 
 from osunits.errors import DeploymentError, Problem
-from osunits.graph import READY_PORT, CrossHostEdge, HostGraph, check_deployment, gate_endpoint
+from osunits.graph import (
+    READY_PORT,
+    CrossHostEdge,
+    HostGraph,
+    check_deployment,
+    ready_endpoint_services,
+)
 from osunits.model import DependencyKind, Deployment, Host, NetworkMode, Service
-from osunits.network import allocate, netns_name, veth_name
+from osunits.network import netns_name, veth_name
 from osunits.render import ConfigRenderer, render_text, render_unit
 from osunits.systemd.escape import EscapeError
 from osunits.validate import TEMPLATES_DIR, unknown_name
@@ -150,7 +156,7 @@ def plan_host(dep: Deployment, host_name: str, layout: Layout = INSTALLED) -> Ho
     renderer = ConfigRenderer(dep.root / TEMPLATES_DIR)
     files: list[PlannedFile] = []
     problems: list[Problem] = []
-    addresses = {k: str(v) for k, v in allocate(host, dep.network, problems).items()}
+    addresses = {k: str(v) for k, v in graph.addresses.items()}  # allocated by the checks
     gates = _gates(graph.cross_host)
     for svc in host.services:
         try:
@@ -198,27 +204,6 @@ def _probe_spec(endpoint: str) -> str:
     return f"{kind}:{where}"
 
 
-def _ready_endpoint_services(dep: Deployment, host: Host) -> list[str]:
-    """Services of ``host`` that other hosts' gates ask the readiness endpoint about
-    (the same rule as graph.gate_endpoint: the first host running it is asked)."""
-    placement = dep.placement()
-    names: set[str] = set()
-    for other in dep.hosts:
-        if other.name == host.name:
-            continue
-        for s in other.services:
-            for d in s.dependencies:
-                if (d.kind is DependencyKind.AFTER or d.name in names
-                        or other.service(d.name) is not None):
-                    continue
-                hosts = placement.get(d.name, ())
-                target = host.service(d.name)
-                if hosts and hosts[0] == host.name and target is not None \
-                        and gate_endpoint(target, host).startswith("ready "):
-                    names.add(d.name)
-    return sorted(names)
-
-
 def _plan_network(dep: Deployment, host: Host, layout: Layout, addresses: dict[str, str],
                   gates: dict[str, CrossHostEdge]) -> list[PlannedFile]:
     net = dep.network
@@ -246,7 +231,7 @@ def _plan_network(dep: Deployment, host: Host, layout: Layout, addresses: dict[s
         files.append(PlannedFile(layout.units / gate_unit(name), render_unit(
             "gate.service.j2", dep=name, remote=edge.remote_hosts[0], endpoint=edge.endpoint,
             timeout=net.gate_timeout, argv=argv, **common).encode(), source="deployment.yaml"))
-    ready = _ready_endpoint_services(dep, host)
+    ready = ready_endpoint_services(dep, host)
     if ready:
         files.append(PlannedFile(layout.units / f"{READY_UNIT}.socket", render_unit(
             "ready.socket.j2", port=READY_PORT, **common).encode(), source="deployment.yaml"))

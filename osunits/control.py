@@ -84,9 +84,8 @@ def _failed_cause(sd: Systemd, unit: str, roots: set[str]) -> str:
     seen = {unit}
     todo = [unit]
     while todo:
-        u = todo.pop(0)
-        for dep in sorted(sd.properties(u).get("Requires", [])) + sorted(
-                sd.properties(u).get("BindsTo", [])):
+        props = sd.properties(todo.pop(0))
+        for dep in sorted(props.get("Requires", [])) + sorted(props.get("BindsTo", [])):
             if dep in roots:
                 return str(dep)
             if dep not in seen:
@@ -202,8 +201,11 @@ def check_known(sd: Systemd, services: list[str]) -> None:
 
 def why(sd: Systemd, service: str) -> list[str]:
     """Why is SERVICE not running? The answer walks its requirements to a root cause."""
-    unit = unit_of(service)
     check_known(sd, [service])
+    return _why(sd, unit_of(service))
+
+
+def _why(sd: Systemd, unit: str) -> list[str]:
     p = sd.properties(unit, UNIT, SERVICE)
     name = service_of(unit)
     active, sub, result = p.get("ActiveState"), p.get("SubState"), p.get("Result")
@@ -231,7 +233,7 @@ def why(sd: Systemd, service: str) -> list[str]:
             lines.append(f"  it requires {service_of(dep)}, which is {dp.get('ActiveState')} "
                          f"({dp.get('SubState')}): a start of {name} is cancelled with it")
             if dep.startswith("systemd-nspawn@"):
-                lines += ["  " + ln for ln in why(sd, dep)[1:]]
+                lines += ["  " + ln for ln in _why(sd, dep)[1:]]
             else:  # a gate or network unit: its own last words say why
                 lines += ["    " + ln for ln in last_log_lines(dep, sd.address, 8)
                           if "osunits-init" in ln or "Failed" in ln or "error" in ln.lower()]

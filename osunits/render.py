@@ -105,6 +105,7 @@ class ConfigRenderer:
         self.dir = templates_dir
         self.env = jinja2.sandbox.SandboxedEnvironment(
             loader=jinja2.FileSystemLoader(str(templates_dir)),
+            bytecode_cache=_bytecode_cache(),
             undefined=jinja2.StrictUndefined,
             keep_trailing_newline=True,
             autoescape=False,

@@ -1,0 +1,71 @@
+"""The YAML loader's shortcuts give exactly what PyYAML would."""
+
+from __future__ import annotations
+
+import gc
+from pathlib import Path
+
+import pytest
+import yaml
+from hypothesis import given
+from hypothesis import strategies as st
+from yaml.nodes import MappingNode, ScalarNode, SequenceNode
+
+from osunits.errors import DeploymentError
+from osunits.load import MAX_FILE_BYTES, _Loader, load_yaml, read_text, to_plain
+from osunits.validate import load_deployment
+
+EXAMPLE = Path(__file__).resolve().parent.parent / "examples" / "openstack"
+
+# Scalars that look like YAML 1.1's implicit types, and arbitrary text.
+typed = st.sampled_from(["", "~", "null", "Null", "yes", "No", "on", "OFF", "true", "y", "n",
+                         "0644", "0x1F", "0b101", "1_000", "190:20:30", "-1", "+.inf", ".NaN",
+                         "1e3", "3.14", "2001-12-14", "<<", "=", "0o17", "08", "1:2"])
+
+
+@given(st.one_of(typed, st.text(max_size=12)), st.booleans(), st.booleans())
+def test_resolver_gives_pyyamls_tags(value: str, plain: bool, quoted: bool) -> None:
+    ours = _Loader("")
+    theirs = yaml.SafeLoader("")
+    for kind in (ScalarNode, SequenceNode, MappingNode):
+        # twice: the second answer may come from the memo
+        for _ in range(2):
+            assert ours.resolve(kind, value, (plain, quoted)) == \
+                theirs.resolve(kind, value, (plain, quoted)), (kind, value)
+
+
+def test_values_match_pyyaml_on_the_example() -> None:
+    for path in sorted(EXAMPLE.rglob("*.yaml")):
+        assert to_plain(load_yaml(path)) == yaml.safe_load(path.read_text()), path
+
+
+def test_aliases_refused_even_with_one_anchor(tmp_path: Path) -> None:
+    p = tmp_path / "a.yaml"
+    p.write_text("a: &x [1, 2]\nb: *x\n")
+    with pytest.raises(DeploymentError) as e:
+        load_yaml(p)
+    assert [pr.code for pr in e.value.problems] == ["E011"]
+    loc = e.value.problems[0].location
+    assert loc is not None and loc.line == 2
+
+
+def test_file_size_limit_is_exact(tmp_path: Path) -> None:
+    p = tmp_path / "big.yaml"
+    p.write_bytes(b"#" * MAX_FILE_BYTES)
+    assert len(read_text(p)) == MAX_FILE_BYTES
+    p.write_bytes(b"#" * (MAX_FILE_BYTES + 1))
+    with pytest.raises(DeploymentError) as e:
+        read_text(p)
+    assert e.value.problems[0].code == "E002"
+
+
+def test_collector_state_restored() -> None:
+    assert gc.isenabled()
+    load_deployment(EXAMPLE)
+    assert gc.isenabled()
+    gc.disable()
+    try:
+        load_deployment(EXAMPLE)
+        assert not gc.isenabled()
+    finally:
+        gc.enable()

@@ -36,6 +36,7 @@ def _host(dep_dir: Path) -> str:
 
 
 def run(unit_dir: Path, dep_dir: Path, root: Path = Path("/")) -> int:
+    from osunits import cache
     from osunits.errors import DeploymentError, OsunitsError
     from osunits.output import write_files
     from osunits.plan import Layout, plan_host
@@ -44,6 +45,7 @@ def run(unit_dir: Path, dep_dir: Path, root: Path = Path("/")) -> int:
     if not (dep_dir / DEPLOYMENT_FILE).is_file():
         return 0  # osunits installed but not configured: nothing to do
     layout = Layout.generator(str(unit_dir))
+    cache.read_only = True  # systemd.generator(7): write only to the output directories
     errors_file = root / str(ERRORS_FILE).lstrip("/")
     t0 = time.monotonic()
     try:

@@ -8,7 +8,6 @@ refuses any printed value that did not pass through one of the filters of
 from __future__ import annotations
 
 import functools
-import os
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -17,6 +16,7 @@ import jinja2
 import jinja2.sandbox
 from jinja2.exceptions import SecurityError
 
+from osunits import cache
 from osunits.errors import DeploymentError, Location, Problem
 from osunits.systemd import escape
 
@@ -38,22 +38,9 @@ def _finalize(value: Any) -> Any:
 
 
 def _bytecode_cache() -> jinja2.BytecodeCache | None:
-    """Compiled templates kept between runs (a third of a small `generate`'s time).
-
-    $OSUNITS_CACHE_DIR, else /var/cache/osunits (root), else ~/.cache/osunits."""
-    from osunits import __version__
-
-    candidates = [os.environ.get("OSUNITS_CACHE_DIR", ""), "/var/cache/osunits",
-                  os.path.expanduser("~/.cache/osunits")]
-    for base in filter(None, candidates):
-        d = Path(base) / f"jinja2-{__version__}"
-        try:
-            d.mkdir(parents=True, exist_ok=True)
-        except OSError:
-            continue
-        if os.access(d, os.W_OK):
-            return jinja2.FileSystemBytecodeCache(str(d))
-    return None
+    """Compiled templates kept between runs (a third of a small `generate`'s time)."""
+    d = cache.directory("jinja2")
+    return jinja2.FileSystemBytecodeCache(str(d)) if d is not None else None
 
 
 @functools.cache

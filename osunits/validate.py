@@ -9,13 +9,14 @@ from __future__ import annotations
 
 import difflib
 import gc
+import os
 import re
 from collections.abc import Callable
 from ipaddress import IPv4Address, IPv4Network
 from pathlib import Path
 from typing import TypeVar
 
-from osunits import fields
+from osunits import cache, fields
 from osunits.errors import DeploymentError, Location, Problem
 from osunits.fields import FIELDS_BY_KEY, SERVICE_FIELDS, Invalid
 from osunits.load import Mapping, Scalar, Sequence, Value, load_yaml
@@ -48,11 +49,25 @@ def load_deployment(root: Path) -> Deployment:
     enabled = gc.isenabled()
     gc.disable()
     try:
-        return _load_deployment(root)
+        return cache.load_model(root, lambda: _input_files(root), lambda: _load_deployment(root))
     finally:
         gc.freeze()
         if enabled:
             gc.enable()
+
+
+def _service_files(sdir: Path) -> list[str]:
+    return sorted(n for n in os.listdir(sdir) if os.path.splitext(n)[1] in (".yaml", ".yml"))
+
+
+def _input_files(root: Path) -> list[str]:
+    """Every file a deployment is read from (the model cache's key)."""
+    sdir = root / SERVICES_DIR
+    try:
+        names = _service_files(sdir)
+    except OSError:
+        names = []
+    return [str(root / DEPLOYMENT_FILE), str(sdir), *(str(sdir / n) for n in names)]
 
 
 def _load_deployment(root: Path) -> Deployment:
@@ -115,7 +130,7 @@ def _load_service_files(sdir: Path, problems: list[Problem],
     if not sdir.is_dir():
         problems.append(Problem("E000", "no services/ directory", Location(str(sdir))))
         return out
-    paths = sorted(p for p in sdir.iterdir() if p.suffix in (".yaml", ".yml"))
+    paths = [sdir / n for n in _service_files(sdir)]
     for path in paths:
         m = _collect(problems, lambda path=path: load_yaml(path))  # type: ignore[misc]
         if m is None:

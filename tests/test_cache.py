@@ -1,0 +1,132 @@
+"""The validated-model cache: a hit only when no input changed, and never a wrong model."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import time
+from pathlib import Path
+
+import pytest
+
+from osunits import cache, validate
+from osunits.errors import DeploymentError
+from osunits.validate import load_deployment
+
+from .conftest import EXAMPLE
+
+
+@pytest.fixture
+def dep(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """A copy of the example, a private cache, and a clock late enough that it is not racy."""
+    d = tmp_path / "deployment"
+    shutil.copytree(EXAMPLE, d)
+    monkeypatch.setenv("OSUNITS_CACHE_DIR", str(tmp_path / "cache"))
+    monkeypatch.setattr(cache.time, "time_ns", lambda: time.clock_gettime_ns(
+        time.CLOCK_REALTIME) + 10 * cache.RACY_NS)
+    return d
+
+
+@pytest.fixture
+def builds(monkeypatch: pytest.MonkeyPatch) -> list[Path]:
+    """Every real (uncached) load."""
+    calls: list[Path] = []
+    real = validate._load_deployment
+
+    def counting(root: Path):  # type: ignore[no-untyped-def]
+        calls.append(root)
+        return real(root)
+
+    monkeypatch.setattr(validate, "_load_deployment", counting)
+    return calls
+
+
+def _models(tmp_path: Path) -> list[Path]:
+    return sorted((tmp_path / "cache").glob("models-*/*.pickle"))
+
+
+def _edit(path: Path, old: str, new: str) -> None:
+    time.sleep(0.02)  # past the file system's timestamp tick: a real edit comes later still
+    text = path.read_text()
+    assert old in text
+    path.write_text(text.replace(old, new, 1))
+
+
+def test_second_load_is_a_hit(dep: Path, builds: list[Path], tmp_path: Path) -> None:
+    first = load_deployment(dep)
+    second = load_deployment(dep)
+    assert len(builds) == 1
+    assert second == first and second is not first
+    assert second.host("ctl01") == first.host("ctl01")  # indexes come back too
+    assert len(_models(tmp_path)) == 1
+
+
+def test_edit_same_size_invalidates(dep: Path, builds: list[Path]) -> None:
+    before = load_deployment(dep)
+    _edit(dep / "services/glance-api.yaml", "9292", "9393")
+    after = load_deployment(dep)
+    assert len(builds) == 2
+    old = {s.name: s for s in before.services}["glance-api"]
+    new = {s.name: s for s in after.services}["glance-api"]
+    assert [p.port for p in old.ports] == [9292]
+    assert [p.port for p in new.ports] == [9393]
+
+
+def test_new_and_removed_service_files_invalidate(dep: Path, builds: list[Path]) -> None:
+    load_deployment(dep)
+    (dep / "services/extra.yaml").write_text("rootfs: base\nexec: [/bin/true]\n")
+    load_deployment(dep)
+    (dep / "services/extra.yaml").unlink()
+    load_deployment(dep)
+    assert len(builds) == 3
+
+
+def test_racy_inputs_are_not_cached(dep: Path, builds: list[Path], tmp_path: Path,
+                                    monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.undo()  # the real clock: the copy was written just now
+    monkeypatch.setenv("OSUNITS_CACHE_DIR", str(tmp_path / "cache"))
+    monkeypatch.setattr(validate, "_load_deployment", builds_counter := _Counter())
+    load_deployment(dep)
+    load_deployment(dep)
+    assert builds_counter.n == 2
+    assert _models(tmp_path) == []
+
+
+class _Counter:
+    def __init__(self) -> None:
+        self.n = 0
+        self.real = validate._load_deployment
+
+    def __call__(self, root: Path):  # type: ignore[no-untyped-def]
+        self.n += 1
+        return self.real(root)
+
+
+@pytest.mark.parametrize("spoil", ["truncate", "foreign", "writable"])
+def test_bad_cache_files_are_misses(dep: Path, builds: list[Path], tmp_path: Path,
+                                    spoil: str) -> None:
+    good = load_deployment(dep)
+    (model,) = _models(tmp_path)
+    if spoil == "truncate":
+        model.write_bytes(model.read_bytes()[:-100])
+    elif spoil == "foreign":
+        os.chown(model, 65534, -1) if os.geteuid() == 0 else pytest.skip("needs root")
+    else:
+        model.chmod(0o666)
+    assert load_deployment(dep) == good
+    assert len(builds) == 2
+
+
+def test_errors_are_never_cached(dep: Path, builds: list[Path], tmp_path: Path) -> None:
+    _edit(dep / "services/glance-api.yaml", "rootfs:", "rootfz:")
+    for _ in range(2):
+        with pytest.raises(DeploymentError):
+            load_deployment(dep)
+    assert len(builds) == 2 and _models(tmp_path) == []
+
+
+def test_read_only_mode_writes_nothing(dep: Path, tmp_path: Path,
+                                       monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(cache, "read_only", True)
+    load_deployment(dep)
+    assert not (tmp_path / "cache").exists()

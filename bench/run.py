@@ -39,6 +39,7 @@ sys.path.insert(0, str(REPO))
 
 from bench import synth  # noqa: E402
 from bench.facts import cpu_model, mem_kib  # noqa: E402
+from osunits import __version__  # noqa: E402
 
 PY = Path(sys.executable)
 CLI = [str(PY.parent / "osunits")] if (PY.parent / "osunits").exists() else [str(PY), "-m", "osunits.cli"]
@@ -112,12 +113,16 @@ def run_child(argv: list[str], env: dict[str, str] | None = None) -> tuple[float
     return wall, usage.ru_utime + usage.ru_stime, rss
 
 
-def measure(case: Case, argv: list[str], reps: int, *, fresh: Path | None = None,
+def measure(case: Case, argv: list[str], reps: int, *, fresh: Path | list[Path] | None = None,
             env: dict[str, str] | None = None) -> Case:
-    """Run ``argv`` ``reps`` times; ``fresh`` is removed before each run (untimed)."""
+    """Run ``argv`` ``reps`` times; ``fresh`` is removed before each run (untimed), and the
+    removal flushed, so that a run's syncfs does not pay for the benchmark's own deletes."""
+    gone = fresh if isinstance(fresh, list) else [fresh] if fresh is not None else []
     for _ in range(reps):
-        if fresh is not None:
-            shutil.rmtree(fresh, ignore_errors=True)
+        for f in gone:
+            shutil.rmtree(f, ignore_errors=True)
+        if gone:
+            os.sync()
         wall, cpu, rss = run_child(argv, env)
         case.walls.append(wall)
         case.cpus.append(cpu)
@@ -246,10 +251,18 @@ def main() -> None:
         return
     small, mid, big = (3, 1, 1) if args.quick else (15, 3, 2)
 
+    # What `pip install` does; a checkout with PYTHONDONTWRITEBYTECODE set would otherwise
+    # compile osunits' sources on every run.
+    subprocess.run([str(PY), "-m", "compileall", "-q", str(REPO / "osunits")], check=True,
+                   stdout=subprocess.DEVNULL)
     work = Path(tempfile.mkdtemp(prefix="osunits-bench-"))
     shm_base = Path("/dev/shm") if Path("/dev/shm").is_dir() else Path(tempfile.gettempdir())
     shm = Path(tempfile.mkdtemp(prefix="osunits-bench-", dir=shm_base))
     facts = machine_facts(work, shm)
+    # The children's caches (compiled templates, validated models): this run's own.
+    cache_dir = work / "cache"
+    os.environ["OSUNITS_CACHE_DIR"] = str(cache_dir)
+    models = cache_dir / f"models-{__version__}"
     print(f"osunits bench: {facts['cpus']} CPUs, Python {facts['python']}, work in {work}, "
           f"tmpfs {shm}", flush=True)
     cases: dict[str, Case] = {}
@@ -267,6 +280,8 @@ def main() -> None:
             synth.single_host(dep[f"s{n}"], n)
         cmp_host, ctl_host = synth.cloud(dep["cloud"], 1000, 20)
         print(f"  done in {time.perf_counter() - t0:.1f} s", flush=True)
+        # Files changed in the last 2 s are not cached (osunits.cache.RACY_NS): let them age.
+        time.sleep(2.1)
 
         print("baselines ...", flush=True)
         add(measure(Case("python -c pass", "bare interpreter start-up"),
@@ -277,16 +292,16 @@ def main() -> None:
                     [*CLI, "--help"], small))
 
         def gen_case(key: str, what: str, d: Path, h: str, n: int, reps: int,
-                     fs: Path) -> Case:
-            root = fs / f"out-{key}"
+                     fs: Path, also_fresh: list[Path] | None = None) -> Case:
+            root = fs / f"out-{key.replace(' ', '-').replace(',', '')}"
             argv = [*CLI, "generate", "--host", h, "--deployment", str(d), "--root", str(root)]
-            c = measure(Case(key, what, units=n), argv, reps, fresh=root)
-            c.files = snapshot(root, work / f"{key}.pickle")
+            c = measure(Case(key, what, units=n), argv, reps, fresh=[root, *(also_fresh or [])])
+            c.files = snapshot(root, work / f"{root.name}.pickle")
             for flag, label in (("--atomic", "naive atomic"),):
                 nroot = fs / f"naive-{key}"
                 add(measure(Case(f"{label} {key}", f"naive writer, same bytes as {key}",
                                  units=n, files=c.files),
-                            [str(PY), str(NAIVE), str(work / f"{key}.pickle"), str(nroot), flag],
+                            [str(PY), str(NAIVE), str(work / f"{root.name}.pickle"), str(nroot), flag],
                             reps, fresh=nroot))
                 shutil.rmtree(nroot, ignore_errors=True)
             shutil.rmtree(root, ignore_errors=True)
@@ -300,6 +315,9 @@ def main() -> None:
                  small, work)
         gen_case("gen 20 tmpfs", "generate, 20 services, root on tmpfs", dep["s20"], host, 20,
                  small, shm)
+        gen_case("gen 20 disk, cold caches", "generate, 20 services, disk, first run: no "
+                 "compiled templates or cached model", dep["s20"], host, 20, small, work,
+                 also_fresh=[cache_dir])
         gen_case("gen example ctl01", "generate examples/openstack ctl01 (11 services), disk",
                  REPO / "examples" / "openstack", "ctl01", 11, small, work)
 
@@ -339,8 +357,13 @@ def main() -> None:
 
         print("(d) check-deps on one host of N services ...", flush=True)
         for n in (1000, 5000, 10000):
-            add(measure(Case(f"check-deps {n}", f"check-deps, one host of {n} services", units=n),
-                        [*CLI, "check-deps", "--deployment", str(dep[f"s{n}"])],
+            argv = [*CLI, "check-deps", "--deployment", str(dep[f"s{n}"])]
+            add(measure(Case(f"check-deps {n} cold", f"check-deps, {n} services, no cached "
+                             "model (first run after a change)", units=n), argv,
+                        mid if n < 10000 else big, fresh=models))
+            run_child(argv)  # leaves the model cached
+            add(measure(Case(f"check-deps {n}", f"check-deps, {n} services, model cached "
+                             "(inputs unchanged since the last run)", units=n), argv,
                         mid if n < 10000 else big))
 
         profiles: dict[str, Any] = {}
@@ -411,11 +434,14 @@ def judge(cases: dict[str, Case]) -> list[dict[str, str]]:
             out.append({"target": "per unit at N = 5000 <= 0.5 x Quadlet's",
                         "measured": f"{mine:.2f} ms per unit{ratio}",
                         "verdict": "not measurable: no Quadlet binary on this machine"})
-    c = cases.get("check-deps 10000")
-    if c:
+    c, cc = cases.get("check-deps 10000"), cases.get("check-deps 10000 cold")
+    if c and cc:
         out.append({"target": "check-deps on 10 000 services <= 1 s",
-                    "measured": f"{c.median:.2f} s (median)",
-                    "verdict": "met" if c.median <= TARGET_CHECK_S else "missed"})
+                    "measured": f"{c.median:.2f} s with the model cached, {cc.median:.2f} s "
+                    "on the first run after a change (median)",
+                    "verdict": ("met" if cc.median <= TARGET_CHECK_S else
+                                "met when cached; missed on the first run after a change")
+                    if c.median <= TARGET_CHECK_S else "missed"})
     return out
 
 

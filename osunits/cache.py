@@ -73,10 +73,40 @@ def input_key(root: Path, inputs: Iterable[str]) -> tuple[bytes, bool]:
     return hashlib.blake2b(marshal.dumps(stats), digest_size=32).digest(), racy
 
 
-def _trusted(fd: int) -> bool:
-    # A pickle runs code when loaded: only our own, not writable by anyone else.
-    st = os.fstat(fd)
-    return st.st_uid == os.geteuid() and not st.st_mode & 0o022
+def read(path: Path, header: bytes) -> bytes | None:
+    """What follows ``header`` in the cache file ``path``; None if absent, if its header
+    differs, or if anyone but us could have written it (what is cached runs as code)."""
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC | os.O_NOFOLLOW)
+    except OSError:
+        return None
+    try:
+        st = os.fstat(fd)
+        if st.st_uid != os.geteuid() or st.st_mode & 0o022:
+            return None
+        with os.fdopen(fd, "rb", closefd=False) as f:
+            if f.read(len(header)) != header:
+                return None
+            return f.read()
+    finally:
+        os.close(fd)
+
+
+def write(path: Path, data: bytes) -> None:
+    """Replace the cache file ``path``; a cache that cannot be written is only slower."""
+    if read_only:
+        return
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    try:
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600)
+        try:
+            with os.fdopen(fd, "wb", closefd=False) as f:
+                f.write(data)
+        finally:
+            os.close(fd)
+        os.replace(tmp, path)
+    except OSError:
+        tmp.unlink(missing_ok=True)
 
 
 def load_model(root: Path, inputs: Callable[[], list[str]],
@@ -88,46 +118,14 @@ def load_model(root: Path, inputs: Callable[[], list[str]],
     path = d / (hashlib.blake2b(os.fsencode(os.path.abspath(root)) + b"\0" + os.fsencode(root),
                                 digest_size=16).hexdigest() + ".pickle")
     key, racy = input_key(root, inputs())
-    cached = _read(path, key)
-    if cached is not None:
-        return cached
-    model = build()
-    if not racy and not read_only:
-        _write(path, key, model)
-    return model
-
-
-def _read(path: Path, key: bytes) -> Deployment | None:
-    try:
-        fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC | os.O_NOFOLLOW)
-    except OSError:
-        return None
-    try:
-        if not _trusted(fd):
-            return None
-        with os.fdopen(fd, "rb", closefd=False) as f:
-            if f.read(len(_MAGIC) + len(key)) != _MAGIC + key:
-                return None
-            data = f.read()
-    finally:
-        os.close(fd)
-    try:
-        model: Deployment = pickle.loads(data)
-    except Exception:  # noqa: BLE001 - a torn or foreign cache file is only a miss
-        return None
-    return model
-
-
-def _write(path: Path, key: bytes, model: Deployment) -> None:
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    try:
-        data = pickle.dumps(model, protocol=pickle.HIGHEST_PROTOCOL)
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600)
+    data = read(path, _MAGIC + key)
+    if data is not None:
         try:
-            with os.fdopen(fd, "wb", closefd=False) as f:
-                f.write(_MAGIC + key + data)
-        finally:
-            os.close(fd)
-        os.replace(tmp, path)
-    except OSError:
-        tmp.unlink(missing_ok=True)
+            model: Deployment = pickle.loads(data)
+            return model
+        except Exception:  # noqa: BLE001 - a torn or foreign cache file is only a miss
+            pass
+    model = build()
+    if not racy:
+        write(path, _MAGIC + key + pickle.dumps(model, protocol=pickle.HIGHEST_PROTOCOL))
+    return model

@@ -6,11 +6,10 @@ unknown-key hints all derive from ``SERVICE_FIELDS``, so they cannot drift.
 
 from __future__ import annotations
 
-import difflib
 import ipaddress
 import re
 import shlex
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import PurePosixPath
 from typing import Any, TypeVar
@@ -238,13 +237,20 @@ def mapping_of(v: Value) -> Mapping:
     return v
 
 
+def unknown_key_hint(k: str, known: Iterable[str]) -> str:
+    """A "did you mean ...?" for a typo, else the list of what is known."""
+    import difflib  # only on errors: not worth its import time on every run
+
+    close = difflib.get_close_matches(k, list(known), n=1)
+    return f"did you mean {close[0]!r}?" if close else f"known keys: {', '.join(sorted(known))}"
+
+
 def check_keys(m: Mapping, known: dict[str, Any], where: str) -> list[Problem]:
     problems = []
     for k in m.entries:
         if k not in known:
-            close = difflib.get_close_matches(k, list(known), n=1)
-            hint = f"did you mean {close[0]!r}?" if close else f"known keys: {', '.join(sorted(known))}"
-            problems.append(Problem("E101", f"unknown key in {where}", m.key_loc(k), key=k, hint=hint))
+            problems.append(Problem("E101", f"unknown key in {where}", m.key_loc(k), key=k,
+                                    hint=unknown_key_hint(k, known)))
     return problems
 
 
@@ -412,10 +418,8 @@ def _need(m: Mapping, key: str) -> Value:
 def _only(m: Mapping, keys: set[str], what: str) -> None:
     for k in m.entries:
         if k not in keys:
-            close = difflib.get_close_matches(k, list(keys), n=1)
             raise Invalid(f"unknown key {k!r} in {what}", m.key_loc(k),
-                          hint=f"did you mean {close[0]!r}?" if close else
-                          f"known keys: {', '.join(sorted(keys))}")
+                          hint=unknown_key_hint(k, keys))
 
 
 # --- the table --------------------------------------------------------------------

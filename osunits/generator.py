@@ -15,7 +15,6 @@ both say what is wrong.
 from __future__ import annotations
 
 import os
-import socket
 import sys
 import time
 from pathlib import Path
@@ -32,7 +31,7 @@ def _host(dep_dir: Path) -> str:
     try:
         return (dep_dir / HOST_FILE).read_text().strip()
     except OSError:
-        return socket.gethostname().split(".")[0]
+        return os.uname().nodename.split(".")[0]  # gethostname(2) without socket's import
 
 
 def run(unit_dir: Path, dep_dir: Path, root: Path = Path("/")) -> int:

@@ -17,8 +17,6 @@ A run commits in two phases, with a journal between them:
 
 from __future__ import annotations
 
-import ctypes
-import difflib
 import hashlib
 import json
 import os
@@ -157,6 +155,8 @@ def plan_changes(root: Path, files: tuple[PlannedFile, ...],
 
 
 def render_diff(changes: list[FileChange]) -> str:
+    import difflib  # only for --diff
+
     out: list[str] = []
     for c in changes:
         old = (c.old or b"").decode(errors="replace").splitlines(keepends=True)
@@ -280,6 +280,8 @@ def _sync(dirs: list[str]) -> None:
     if not dirs:
         return
     if _libc is None:
+        import ctypes  # not on a run that writes nothing
+
         try:
             _libc = ctypes.CDLL(None, use_errno=True)
             _libc.syncfs  # noqa: B018 - probe for the symbol

@@ -24,6 +24,7 @@ from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 from typing import Any
 
+from osunits import cache
 from osunits.errors import DeploymentError, Problem
 from osunits.graph import (
     READY_PORT,
@@ -111,9 +112,17 @@ def _init_bytecode() -> bytes:
     run (deterministic output), used by a container whose Python has the same magic
     number (Debian 12's 3.11), ignored (and the source compiled) by any other."""
     source = INIT_SOURCE.read_bytes()
+    source_hash = importlib.util.source_hash(source)
+    d = cache.directory("pyc")  # compiling takes longer than the rest of planning 20 services
+    path = d / f"init.{sys.implementation.cache_tag}.pyc" if d else None
+    if path and (pyc := cache.read(path, b"")) is not None and pyc[8:16] == source_hash:
+        return pyc
     code = compile(source, "/run/osunits/lib/init.py", "exec", dont_inherit=True)
-    return bytes(importlib._bootstrap_external._code_to_hash_pyc(  # type: ignore[attr-defined]
-        code, importlib.util.source_hash(source), checked=False))
+    pyc = bytes(importlib._bootstrap_external._code_to_hash_pyc(  # type: ignore[attr-defined]
+        code, source_hash, checked=False))
+    if path:
+        cache.write(path, pyc)
+    return pyc
 
 
 def unit_name(service: str) -> str:

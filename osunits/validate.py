@@ -7,7 +7,6 @@ templates).  All problems are collected, then raised together.
 
 from __future__ import annotations
 
-import difflib
 import gc
 import os
 import re
@@ -261,6 +260,8 @@ def _name_list(v: Value, key: str, problems: list[Problem]) -> list[tuple[str, L
 
 def unknown_name(what: str, name: str, known: list[str], loc: Location | None,
                   key: str) -> Problem:
+    import difflib  # only on errors
+
     close = difflib.get_close_matches(name, known, n=1)
     hint = (f"did you mean {close[0]!r}?" if close
             else f"known: {', '.join(sorted(known))}" if 0 < len(known) <= 12 else "")

@@ -130,3 +130,21 @@ def test_read_only_mode_writes_nothing(dep: Path, tmp_path: Path,
     monkeypatch.setattr(cache, "read_only", True)
     load_deployment(dep)
     assert not (tmp_path / "cache").exists()
+
+
+def test_init_bytecode_cached_and_checked(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from osunits import plan
+
+    monkeypatch.setenv("OSUNITS_CACHE_DIR", str(tmp_path / "cache"))
+    plan._init_bytecode.cache_clear()
+    fresh = plan._init_bytecode()
+    (cached,) = (tmp_path / "cache").glob("pyc-*/init.*.pyc")
+    assert cached.read_bytes() == fresh
+    plan._init_bytecode.cache_clear()
+    assert plan._init_bytecode() == fresh  # from the cache
+    # a cache made from another init.py (its source hash differs) is not used
+    cached.write_bytes(fresh[:8] + bytes(8) + b"stale code")
+    plan._init_bytecode.cache_clear()
+    assert plan._init_bytecode() == fresh
+    assert cached.read_bytes() == fresh
+    plan._init_bytecode.cache_clear()

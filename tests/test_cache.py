@@ -57,6 +57,7 @@ def test_second_load_is_a_hit(dep: Path, builds: list[Path], tmp_path: Path) -> 
     second = load_deployment(dep)
     assert len(builds) == 1
     assert second == first and second is not first
+    assert repr(second) == repr(first)  # locations too: they do not take part in ==
     assert second.host("ctl01") == first.host("ctl01")  # indexes come back too
     assert len(_models(tmp_path)) == 1
 

@@ -8,7 +8,7 @@ stops with a list of such files before anything is written.
 A run commits in two phases, with a journal between them:
 
 1. *stage*: every new file is written next to its target as ``.NAME.osunits-new``
-   and fsynced; a journal (``manifest.journal``) lists them first, so a run
+   and flushed; a journal (``manifest.journal``) lists them first, so a run
    killed here is rolled back by the next one (temp files removed, old set intact);
 2. *commit*: the journal is marked committing, then each temp file is renamed
    over its target and stale files are removed; a run killed here is rolled
@@ -195,16 +195,17 @@ def _write(root: Path, files: tuple[PlannedFile, ...], changes: list[FileChange]
     journal_path.parent.mkdir(parents=True, exist_ok=True)
     to_stage = [c for c in changes if c.change is not Change.REMOVE]
     temps = [str(_tmp_for(_on_disk(root, c.path))) for c in to_stage]
-    _write_json(journal_path, {"state": "staging", "temps": temps})
+    _write_json(journal_path, {"state": "staging", "temps": temps})  # flushed with the files
     for c, tmp in zip(to_stage, temps, strict=True):
         f = by_path[c.path]
         _stage(Path(tmp), f)
         staged.append((tmp, str(_on_disk(root, c.path))))
-    _sync([os.path.dirname(tmp) for tmp, _ in staged])  # durable before the commit is journaled
+    _sync([str(journal_path.parent), *(os.path.dirname(tmp) for tmp, _ in staged)])
     removals = [str(_on_disk(root, c.path)) for c in changes if c.change is Change.REMOVE]
     new_manifest = {str(f.path): f.digest for f in files}
     _write_json(journal_path, {"state": "committing", "renames": staged, "removals": removals,
                                "manifest": new_manifest})
+    _sync([str(journal_path.parent)])  # the commit record durable before the first rename
     _commit(root, staged, removals, new_manifest, layout.manifest)
     result.written = True
     return result
@@ -243,9 +244,10 @@ def _commit(root: Path, renames: list[tuple[str, str]] | list[list[str]], remova
             p.unlink()
         _prune_empty(p.parent, root, _on_disk(root, manifest_path.parent / "config"))
         dirs.add(p.parent)
-    _sync(sorted(str(d) for d in dirs))  # the renames durable before the manifest says so
     _write_json(_on_disk(root, manifest_path),
                 {"version": 1, "files": dict(sorted(manifest.items()))})
+    # renames, removals and manifest durable before the journal that would redo them goes
+    _sync([str(_on_disk(root, manifest_path.parent)), *sorted(str(d) for d in dirs)])
     _on_disk(root, _journal_of(manifest_path)).unlink(missing_ok=True)
 
 
@@ -305,26 +307,13 @@ def _sync(dirs: list[str]) -> None:
 
 
 def _write_json(path: Path, data: object) -> None:
+    """Write-temp-rename; the caller flushes (one syncfs covers several writes)."""
     tmp = _tmp_for(path)
     tmp.parent.mkdir(parents=True, exist_ok=True)
     with open(tmp, "w") as fh:
         json.dump(data, fh, indent=1, sort_keys=True)
         fh.write("\n")
-        fh.flush()
-        os.fsync(fh.fileno())
     os.replace(tmp, path)
-    _fsync_dir(path.parent)
-
-
-def _fsync_dir(d: Path) -> None:
-    try:
-        fd = os.open(d, os.O_RDONLY | os.O_DIRECTORY)
-    except FileNotFoundError:
-        return
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 def _prune_empty(d: Path, root: Path, config: Path) -> None:

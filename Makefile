@@ -45,7 +45,7 @@ e2e: deps
 	$(BIN)/python -m pytest -q -m e2e
 
 bench: deps
-	$(BIN)/python bench/run.py
+	$(BIN)/python bench/run.py $$(bench/fetch_quadlet.sh | sed 's/^/--quadlet=/' || true)
 
 lint: deps
 	$(BIN)/ruff check osunits tests bench

@@ -147,8 +147,12 @@ def snapshot(root: Path, out: Path) -> int:
     return len(files)
 
 
+QUADLET: Path | None = None  # --quadlet
+
+
 def find_quadlet() -> Path | None:
-    return next((p for p in QUADLET_PATHS if os.access(p, os.X_OK)), None)
+    paths = (QUADLET, *QUADLET_PATHS) if QUADLET else QUADLET_PATHS
+    return next((p for p in paths if os.access(p, os.X_OK)), None)
 
 
 def write_quadlet_units(d: Path, n: int) -> None:
@@ -190,6 +194,8 @@ def machine_facts(work: Path, shm: Path) -> dict[str, Any]:
         "disk_fs": f"{work} ({fs})", "tmpfs": str(shm),
         "podman_installed": m.group(1) if m else "?", "podman_candidate": c.group(1) if c else "?",
         "quadlet": str(q) if q else None,
+        "quadlet_version": subprocess.run([str(q), "-version"], capture_output=True,
+                                          text=True).stdout.strip() if q else None,
         "loadavg_start": Path("/proc/loadavg").read_text().split()[:3],
     }
 
@@ -243,9 +249,13 @@ def main() -> None:
                     help="fewer runs, no profiles, README left alone")
     ap.add_argument("--no-profile", action="store_true", help="skip the profiles")
     ap.add_argument("--keep", action="store_true", help="keep the temporary directories")
+    ap.add_argument("--quadlet", metavar="PATH", type=Path,
+                    help="Podman's quadlet binary (bench/fetch_quadlet.sh gets Debian 13's)")
     ap.add_argument("--render", metavar="JSON", type=Path,
                     help="only rewrite bench/README.md from a results file")
     args = ap.parse_args()
+    global QUADLET
+    QUADLET = args.quadlet
     if args.render:
         write_readme(render_results(json.loads(args.render.read_text())))
         return
@@ -461,7 +471,7 @@ def render_results(r: dict[str, Any]) -> str:
          f"Load average at start {' '.join(f['loadavg_start'])}, at end "
          f"{' '.join(f.get('loadavg_end', ['?']))}: other jobs shared the 2 CPUs, so wall "
          "times are noisy; min and CPU time are the steadier columns.", "",
-         f"Quadlet: {'`' + f['quadlet'] + '`' if f['quadlet'] else 'no binary'} "
+         f"Quadlet: {'`' + f['quadlet'].replace(str(REPO) + '/', '') + '`, version ' + str(f.get('quadlet_version')) if f['quadlet'] else 'no binary'} "
          f"(podman installed: {f['podman_installed']}, candidate: {f['podman_candidate']}).", "",
          "### Whole-process times", "",
          "| case | runs | median ms | min ms | CPU ms | × `python -c pass` | per unit ms "

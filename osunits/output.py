@@ -17,9 +17,11 @@ A run commits in two phases, with a journal between them:
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
+import stat
 from dataclasses import dataclass, field
 from enum import StrEnum
 from pathlib import Path, PurePosixPath
@@ -66,18 +68,26 @@ def _on_disk(root: Path, p: PurePosixPath) -> Path:
     return root / p.relative_to("/")
 
 
-def _read_current(path: Path) -> bytes | None:
-    """Current content of ``path`` in the form PlannedFile.digest hashes; None if absent."""
+def _disk(root: str, p: PurePosixPath | str) -> str:
+    """``_on_disk`` as a string: for every planned file, where pathlib's cost adds up."""
+    return os.path.join(root, str(p).lstrip("/"))
+
+
+def _read_current(path: str) -> tuple[bytes, int] | None:
+    """Current content of ``path`` in the form PlannedFile.digest hashes, and its mode
+    (0 for a symlink or directory); None if absent."""
     try:
-        if path.is_symlink():
-            return b"->" + os.readlink(path).encode()
-        if path.is_dir():
-            return b"<directory>"
-        return path.read_bytes()
+        st = os.lstat(path)
+        if stat.S_ISLNK(st.st_mode):
+            return b"->" + os.readlink(path).encode(), 0
+        if stat.S_ISDIR(st.st_mode):
+            return b"<directory>", 0
+        with open(path, "rb") as f:
+            return f.read(), st.st_mode & 0o7777
     except FileNotFoundError:
         return None
     except NotADirectoryError:
-        return b"<a parent is not a directory>"
+        return b"<a parent is not a directory>", 0
     except OSError as e:
         raise OutputError(f"{path}: cannot read ({e.strerror}); refusing to write") from e
 
@@ -118,13 +128,15 @@ def plan_changes(root: Path, files: tuple[PlannedFile, ...],
     conflicts: list[str] = []
     changes: list[FileChange] = []
     planned = {str(f.path) for f in files}
+    rootstr = str(root)
     for f in files:
-        disk = _on_disk(root, f.path)
-        cur = _read_current(disk)
+        disk = _disk(rootstr, f.path)
+        current = _read_current(disk)
         new = _planned_bytes(f)
-        if cur is None:
+        if current is None:
             changes.append(FileChange(f.path, Change.ADD, None, new))
             continue
+        cur, mode = current
         known = owned.get(str(f.path))
         if known is None:
             if cur == new:
@@ -135,15 +147,16 @@ def plan_changes(root: Path, files: tuple[PlannedFile, ...],
         elif known != _digest(cur):
             conflicts.append(f"{disk}: changed since osunits wrote it; "
                              "move your change into the deployment, then remove the file")
-        elif cur != new or not f.link and (disk.stat().st_mode & 0o7777) != f.mode:
+        elif cur != new or not f.link and mode != f.mode:
             changes.append(FileChange(f.path, Change.UPDATE, cur, new))
     for path, digest in sorted(owned.items()):
         if path in planned:
             continue
-        disk = _on_disk(root, PurePosixPath(path))
-        cur = _read_current(disk)
-        if cur is None:
+        disk = _disk(rootstr, path)
+        current = _read_current(disk)
+        if current is None:
             continue
+        cur = current[0]
         if _digest(cur) != digest:
             conflicts.append(f"{disk}: osunits would remove it, but it changed since osunits "
                              "wrote it; remove it yourself")
@@ -194,14 +207,16 @@ def _write(root: Path, files: tuple[PlannedFile, ...], changes: list[FileChange]
     journal_path = _on_disk(root, _journal_of(layout.manifest))
     journal_path.parent.mkdir(parents=True, exist_ok=True)
     to_stage = [c for c in changes if c.change is not Change.REMOVE]
-    temps = [str(_tmp_for(_on_disk(root, c.path))) for c in to_stage]
+    rootstr = str(root)
+    finals = [_disk(rootstr, c.path) for c in to_stage]
+    temps = [_tmp_name(final) for final in finals]
     _write_json(journal_path, {"state": "staging", "temps": temps})  # flushed with the files
-    for c, tmp in zip(to_stage, temps, strict=True):
-        f = by_path[c.path]
-        _stage(Path(tmp), f)
-        staged.append((tmp, str(_on_disk(root, c.path))))
+    made: set[str] = set()
+    for c, tmp, final in zip(to_stage, temps, finals, strict=True):
+        _stage(tmp, by_path[c.path], made)
+        staged.append((tmp, final))
     _sync([str(journal_path.parent), *(os.path.dirname(tmp) for tmp, _ in staged)])
-    removals = [str(_on_disk(root, c.path)) for c in changes if c.change is Change.REMOVE]
+    removals = [_disk(rootstr, c.path) for c in changes if c.change is Change.REMOVE]
     new_manifest = {str(f.path): f.digest for f in files}
     _write_json(journal_path, {"state": "committing", "renames": staged, "removals": removals,
                                "manifest": new_manifest})
@@ -230,35 +245,44 @@ def recover(root: Path, manifest: PurePosixPath = MANIFEST) -> None:
 
 def _commit(root: Path, renames: list[tuple[str, str]] | list[list[str]], removals: list[str],
             manifest: dict[str, str], manifest_path: PurePosixPath) -> None:
-    dirs: set[Path] = set()
+    dirs: set[str] = set()
     for tmp, final in renames:
-        if os.path.lexists(tmp):
-            fin = Path(final)
-            if fin.is_dir() and not fin.is_symlink():
-                raise OutputError(f"{fin}: is a directory")
+        try:
             os.replace(tmp, final)
-        dirs.add(Path(final).parent)
+        except FileNotFoundError:
+            pass  # renamed already, by the run this one completes
+        except IsADirectoryError:
+            raise OutputError(f"{final}: is a directory") from None
+        dirs.add(os.path.dirname(final))
     for path in removals:
         p = Path(path)
         if p.is_symlink() or p.exists():
             p.unlink()
         _prune_empty(p.parent, root, _on_disk(root, manifest_path.parent / "config"))
-        dirs.add(p.parent)
+        dirs.add(str(p.parent))
     _write_json(_on_disk(root, manifest_path),
                 {"version": 1, "files": dict(sorted(manifest.items()))})
     # renames, removals and manifest durable before the journal that would redo them goes
-    _sync([str(_on_disk(root, manifest_path.parent)), *sorted(str(d) for d in dirs)])
+    _sync([str(_on_disk(root, manifest_path.parent)), *sorted(dirs)])
     _on_disk(root, _journal_of(manifest_path)).unlink(missing_ok=True)
 
 
 def _tmp_for(path: Path) -> Path:
-    return path.with_name(f".{path.name}{TMP_SUFFIX}")
+    return Path(_tmp_name(str(path)))
 
 
-def _stage(tmp: Path, f: PlannedFile) -> None:
-    tmp.parent.mkdir(parents=True, exist_ok=True)
-    if os.path.lexists(tmp):
-        tmp.unlink()
+def _tmp_name(path: str) -> str:
+    d, name = os.path.split(path)
+    return os.path.join(d, f".{name}{TMP_SUFFIX}")
+
+
+def _stage(tmp: str, f: PlannedFile, made: set[str]) -> None:
+    d = os.path.dirname(tmp)
+    if d not in made:
+        os.makedirs(d, exist_ok=True)
+        made.add(d)
+    with contextlib.suppress(FileNotFoundError):
+        os.unlink(tmp)  # left by a run that was killed
     if f.link:
         os.symlink(f.link, tmp)
         return
@@ -290,7 +314,7 @@ def _sync(dirs: list[str]) -> None:
         except (OSError, AttributeError):
             _libc = False
     devs: dict[int, str] = {}
-    for d in dirs:
+    for d in dict.fromkeys(dirs):
         while not os.path.isdir(d):  # pruned after its last file was removed
             d = os.path.dirname(d)
         devs.setdefault(os.stat(d).st_dev, d)

@@ -47,6 +47,7 @@ def _bytecode_cache() -> jinja2.BytecodeCache | None:
 def unit_env() -> jinja2.Environment:
     env = jinja2.Environment(
         bytecode_cache=_bytecode_cache(),
+        auto_reload=False,  # the templates do not change during a run: no stat per render
         loader=jinja2.FileSystemLoader(str(UNIT_TEMPLATES)),
         undefined=jinja2.StrictUndefined,
         finalize=_finalize,
@@ -76,7 +77,7 @@ def text_env() -> jinja2.Environment:
     """For generated files that are not systemd syntax (/etc/hosts, nftables rules);
     their values are addresses and validated names only."""
     return jinja2.Environment(loader=jinja2.FileSystemLoader(str(UNIT_TEMPLATES)),
-                              bytecode_cache=_bytecode_cache(),
+                              bytecode_cache=_bytecode_cache(), auto_reload=False,
                               undefined=jinja2.StrictUndefined, autoescape=False,
                               keep_trailing_newline=True, trim_blocks=True, lstrip_blocks=True)
 
@@ -93,6 +94,7 @@ class ConfigRenderer:
         self.env = jinja2.sandbox.SandboxedEnvironment(
             loader=jinja2.FileSystemLoader(str(templates_dir)),
             bytecode_cache=_bytecode_cache(),
+            auto_reload=False,
             undefined=jinja2.StrictUndefined,
             keep_trailing_newline=True,
             autoescape=False,

@@ -74,9 +74,9 @@ def generate(
         "--root [default: the local system bus, for --root /]", show_default=False)] = None,
 ) -> None:
     """Compile the deployment into HOST's container units and write them."""
+    from osunits.deployment import load_deployment
     from osunits.output import write_files
     from osunits.plan import plan_host
-    from osunits.validate import load_deployment
 
     try:
         dep = load_deployment(deployment_dir(deployment))
@@ -133,13 +133,13 @@ def check_deps(
 ) -> None:
     """Validate the deployment's graph; print start order, critical path and problems."""
     from osunits import report
+    from osunits.deployment import load_deployment
     from osunits.graph import check_deployment
-    from osunits.validate import load_deployment
 
     try:
         dep = load_deployment(deployment_dir(deployment))
         if host is not None and dep.host(host) is None:
-            from osunits.validate import unknown_name
+            from osunits.errors import unknown_name
             raise DeploymentError([unknown_name("host", host, [h.name for h in dep.hosts],
                                                  None, "--host")])
         rep = check_deployment(dep, [host] if host else None)
@@ -324,8 +324,8 @@ def try_(
                                               "another host (not rehearsed)")] = 10,
 ) -> None:
     """Rehearse HOST's deployment in a throwaway systemd host: start it, report, clean up."""
+    from osunits.deployment import load_deployment
     from osunits.rehearse import env_images_root, rehearse
-    from osunits.validate import load_deployment
 
     try:
         dep = load_deployment(deployment_dir(deployment))

@@ -36,10 +36,10 @@ def _host(dep_dir: Path) -> str:
 
 def run(unit_dir: Path, dep_dir: Path, root: Path = Path("/")) -> int:
     from osunits import cache
+    from osunits.deployment import DEPLOYMENT_FILE, load_deployment
     from osunits.errors import DeploymentError, OsunitsError
     from osunits.output import write_files
     from osunits.plan import Layout, plan_host
-    from osunits.validate import DEPLOYMENT_FILE, load_deployment
 
     if not (dep_dir / DEPLOYMENT_FILE).is_file():
         return 0  # osunits installed but not configured: nothing to do

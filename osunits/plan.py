@@ -25,7 +25,8 @@ from pathlib import Path, PurePosixPath
 from typing import Any
 
 from osunits import cache
-from osunits.errors import DeploymentError, Problem
+from osunits.deployment import TEMPLATES_DIR
+from osunits.errors import DeploymentError, Problem, unknown_name
 from osunits.graph import (
     READY_PORT,
     CrossHostEdge,
@@ -37,7 +38,6 @@ from osunits.model import DependencyKind, Deployment, Host, NetworkMode, Service
 from osunits.network import netns_name, veth_name
 from osunits.render import ConfigRenderer, render_text, render_unit
 from osunits.systemd.escape import EscapeError
-from osunits.validate import TEMPLATES_DIR, unknown_name
 
 OSUNITS_LIB = PurePosixPath("/var/lib/osunits")
 ROOTFS_DIR = OSUNITS_LIB / "rootfs"  # images persist in /var whatever the layout

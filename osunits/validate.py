@@ -1,22 +1,18 @@
-"""Turn the loaded YAML of a deployment directory into the typed model.
-
-A deployment directory holds ``deployment.yaml`` (inventory, roles, defaults),
-``services/NAME.yaml`` (one definition each) and ``templates/`` (config file
-templates).  All problems are collected, then raised together.
+"""Turn the loaded YAML of a deployment directory (``osunits.deployment``) into the
+typed model.  All problems are collected, then raised together.
 """
 
 from __future__ import annotations
 
-import gc
-import os
 import re
 from collections.abc import Callable
 from ipaddress import IPv4Address, IPv4Network
 from pathlib import Path
 from typing import TypeVar
 
-from osunits import cache, fields
-from osunits.errors import DeploymentError, Location, Problem
+from osunits import fields
+from osunits.deployment import DEPLOYMENT_FILE, SERVICES_DIR, service_files
+from osunits.errors import DeploymentError, Location, Problem, unknown_name
 from osunits.fields import FIELDS_BY_KEY, SERVICE_FIELDS, Invalid
 from osunits.load import Mapping, Scalar, Sequence, Value, load_yaml
 from osunits.model import (
@@ -32,44 +28,13 @@ from osunits.model import (
 
 T = TypeVar("T")
 
-DEPLOYMENT_FILE = "deployment.yaml"
-SERVICES_DIR = "services"
-TEMPLATES_DIR = "templates"
 
 # Merged key by key rather than replaced, so an override can add one variable.
 _MERGED_KEYS = {"environment", "limits"}
 
 
-def load_deployment(root: Path) -> Deployment:
-    """Read and validate the deployment in ``root``; raise DeploymentError with every problem."""
-    # Nearly everything allocated here lives on as the model: the cyclic collector would
-    # only rescan it, again and again (a third of check-deps' time at 10 000 services).
-    # Frozen afterwards, later collections skip it too.
-    enabled = gc.isenabled()
-    gc.disable()
-    try:
-        return cache.load_model(root, lambda: _input_files(root), lambda: _load_deployment(root))
-    finally:
-        gc.freeze()
-        if enabled:
-            gc.enable()
-
-
-def _service_files(sdir: Path) -> list[str]:
-    return sorted(n for n in os.listdir(sdir) if os.path.splitext(n)[1] in (".yaml", ".yml"))
-
-
-def _input_files(root: Path) -> list[str]:
-    """Every file a deployment is read from (the model cache's key)."""
-    sdir = root / SERVICES_DIR
-    try:
-        names = _service_files(sdir)
-    except OSError:
-        names = []
-    return [str(root / DEPLOYMENT_FILE), str(sdir), *(str(sdir / n) for n in names)]
-
-
-def _load_deployment(root: Path) -> Deployment:
+def build_deployment(root: Path) -> Deployment:
+    """Read and validate the deployment in ``root`` (``deployment.load_deployment`` caches it)."""
     problems: list[Problem] = []
     top_path = root / DEPLOYMENT_FILE
     if not root.is_dir():
@@ -129,7 +94,7 @@ def _load_service_files(sdir: Path, problems: list[Problem],
     if not sdir.is_dir():
         problems.append(Problem("E000", "no services/ directory", Location(str(sdir))))
         return out
-    paths = [sdir / n for n in _service_files(sdir)]
+    paths = [sdir / n for n in service_files(sdir)]
     for path in paths:
         m = _collect(problems, lambda path=path: load_yaml(path))  # type: ignore[misc]
         if m is None:
@@ -257,15 +222,6 @@ def _name_list(v: Value, key: str, problems: list[Problem]) -> list[tuple[str, L
             problems.append(Problem("E103", str(e), it.loc, key, e.hint))
     return out
 
-
-def unknown_name(what: str, name: str, known: list[str], loc: Location | None,
-                  key: str) -> Problem:
-    import difflib  # only on errors
-
-    close = difflib.get_close_matches(name, known, n=1)
-    hint = (f"did you mean {close[0]!r}?" if close
-            else f"known: {', '.join(sorted(known))}" if 0 < len(known) <= 12 else "")
-    return Problem("E120", f"unknown {what} {name!r}", loc, key, hint)
 
 
 _Role = tuple[tuple[str, ...], Mapping | None, Location]

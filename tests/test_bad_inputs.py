@@ -72,7 +72,7 @@ def test_check_deps_unreadable_input_exit_2() -> None:
 
 @pytest.mark.parametrize("written", ["0644", '"0644"', "644", "'644'"])
 def test_config_mode_is_octal_as_written(written: str, tmp_path: Path) -> None:
-    from osunits.validate import load_deployment
+    from osunits.deployment import load_deployment
     from tests.conftest import write_tree
 
     write_tree(tmp_path, {

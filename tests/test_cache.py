@@ -10,8 +10,8 @@ from pathlib import Path
 import pytest
 
 from osunits import cache, validate
+from osunits.deployment import load_deployment
 from osunits.errors import DeploymentError
-from osunits.validate import load_deployment
 
 from .conftest import EXAMPLE
 
@@ -31,13 +31,13 @@ def dep(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
 def builds(monkeypatch: pytest.MonkeyPatch) -> list[Path]:
     """Every real (uncached) load."""
     calls: list[Path] = []
-    real = validate._load_deployment
+    real = validate.build_deployment
 
     def counting(root: Path):  # type: ignore[no-untyped-def]
         calls.append(root)
         return real(root)
 
-    monkeypatch.setattr(validate, "_load_deployment", counting)
+    monkeypatch.setattr(validate, "build_deployment", counting)
     return calls
 
 
@@ -86,7 +86,7 @@ def test_racy_inputs_are_not_cached(dep: Path, builds: list[Path], tmp_path: Pat
                                     monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.undo()  # the real clock: the copy was written just now
     monkeypatch.setenv("OSUNITS_CACHE_DIR", str(tmp_path / "cache"))
-    monkeypatch.setattr(validate, "_load_deployment", builds_counter := _Counter())
+    monkeypatch.setattr(validate, "build_deployment", builds_counter := _Counter())
     load_deployment(dep)
     load_deployment(dep)
     assert builds_counter.n == 2
@@ -96,7 +96,7 @@ def test_racy_inputs_are_not_cached(dep: Path, builds: list[Path], tmp_path: Pat
 class _Counter:
     def __init__(self) -> None:
         self.n = 0
-        self.real = validate._load_deployment
+        self.real = validate.build_deployment
 
     def __call__(self, root: Path):  # type: ignore[no-untyped-def]
         self.n += 1

@@ -17,9 +17,9 @@ import yaml
 
 from osunits import docgen
 from osunits.cli import app
+from osunits.deployment import load_deployment
 from osunits.errors import DeploymentError
 from osunits.fields import SERVICE_FIELDS
-from osunits.validate import load_deployment
 from tests.conftest import EXAMPLE, REPO, write_tree
 
 DOCS = REPO / "docs"

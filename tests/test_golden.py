@@ -13,9 +13,9 @@ from pathlib import Path
 
 import pytest
 
+from osunits.deployment import load_deployment
 from osunits.output import write_files
 from osunits.plan import INIT_HOST_PATH, INIT_SOURCE, INSTALLED, _init_bytecode, _pyc_path, plan_host
-from osunits.validate import load_deployment
 from tests.conftest import EXAMPLE
 
 GOLDEN = Path(__file__).parent / "golden"

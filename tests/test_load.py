@@ -11,9 +11,9 @@ from hypothesis import given
 from hypothesis import strategies as st
 from yaml.nodes import MappingNode, ScalarNode, SequenceNode
 
+from osunits.deployment import load_deployment
 from osunits.errors import DeploymentError
 from osunits.load import MAX_FILE_BYTES, _Loader, load_yaml, read_text, to_plain
-from osunits.validate import load_deployment
 
 EXAMPLE = Path(__file__).resolve().parent.parent / "examples" / "openstack"
 

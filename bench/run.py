@@ -114,13 +114,15 @@ def run_child(argv: list[str], env: dict[str, str] | None = None) -> tuple[float
 
 
 def measure(case: Case, argv: list[str], reps: int, *, fresh: Path | list[Path] | None = None,
-            env: dict[str, str] | None = None) -> Case:
+            env: dict[str, str] | None = None, before: Any = None) -> Case:
     """Run ``argv`` ``reps`` times; ``fresh`` is removed before each run (untimed), and the
     removal flushed, so that a run's syncfs does not pay for the benchmark's own deletes."""
     gone = fresh if isinstance(fresh, list) else [fresh] if fresh is not None else []
     for _ in range(reps):
         for f in gone:
             shutil.rmtree(f, ignore_errors=True)
+        if before is not None:
+            before()
         if gone:
             os.sync()
         wall, cpu, rss = run_child(argv, env)
@@ -375,6 +377,18 @@ def main() -> None:
             add(measure(Case(f"check-deps {n}", f"check-deps, {n} services, model cached "
                              "(inputs unchanged since the last run)", units=n), argv,
                         mid if n < 10000 else big))
+            edited = sorted((dep[f"s{n}"] / "services").iterdir())[n // 2]
+
+            def edit(f: Path = edited) -> None:
+                text = f.read_text()
+                f.write_text(text.replace("LOG_FORMAT: json", "LOG_FORMAT: text")
+                             if "json" in text else text.replace("LOG_FORMAT: text",
+                                                                 "LOG_FORMAT: json"))
+                time.sleep(2.1)  # an operator's pause: past the racy window
+
+            add(measure(Case(f"check-deps {n} one edit", f"check-deps, {n} services, one "
+                             "service file edited since the last run", units=n), argv,
+                        mid if n < 10000 else big, before=edit))
 
         profiles: dict[str, Any] = {}
         imports: list[tuple[str, float]] = []
@@ -444,14 +458,15 @@ def judge(cases: dict[str, Case]) -> list[dict[str, str]]:
             out.append({"target": "per unit at N = 5000 <= 0.5 x Quadlet's",
                         "measured": f"{mine:.2f} ms per unit{ratio}",
                         "verdict": "not measurable: no Quadlet binary on this machine"})
-    c, cc = cases.get("check-deps 10000"), cases.get("check-deps 10000 cold")
-    if c and cc:
+    c, ce, cc = (cases.get(f"check-deps 10000{k}") for k in ("", " one edit", " cold"))
+    if c and ce and cc:
         out.append({"target": "check-deps on 10 000 services <= 1 s",
-                    "measured": f"{c.median:.2f} s with the model cached, {cc.median:.2f} s "
-                    "on the first run after a change (median)",
-                    "verdict": ("met" if cc.median <= TARGET_CHECK_S else
-                                "met when cached; missed on the first run after a change")
-                    if c.median <= TARGET_CHECK_S else "missed"})
+                    "measured": f"{c.median:.2f} s unchanged since the last run, {ce.median:.2f} s "
+                    f"after editing one service, {cc.median:.2f} s with nothing cached (median)",
+                    "verdict": "met" if cc.median <= TARGET_CHECK_S else
+                    ", ".join(f"{'met' if x.median <= TARGET_CHECK_S else 'missed'} {w}"
+                              for x, w in ((c, "unchanged"), (ce, "after one edit"),
+                                           (cc, "with nothing cached")))})
     return out
 
 

@@ -7,7 +7,9 @@ A validated deployment is kept when it loaded without errors, keyed by the stat 
 every file it was read from (inode, size, mtime, ctime) and of osunits' own modules.
 ctime cannot be set from user space, so any write to an input changes the key.  A
 file changed within ``RACY_NS`` of being read is not cached: a second write in the
-same clock tick could leave its stat unchanged (git's "racily clean" files).
+same clock tick could leave its stat unchanged (git's "racily clean" files).  When
+some inputs changed, the builder is given the previous model and the inputs that did
+not, so that it can reuse what they produced.
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ import pickle
 import sys
 import time
 from collections.abc import Callable, Iterable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -26,7 +29,8 @@ if TYPE_CHECKING:
     from osunits.model import Deployment
 
 RACY_NS = 2_000_000_000
-_MAGIC = b"osunits-model-1\n"
+_MAGIC = b"osunits-model-2\n"
+_Stat = tuple[int, int, int, int] | None
 read_only = False  # a systemd generator must not write outside its output directories
 
 
@@ -57,20 +61,31 @@ def _code_stats() -> list[tuple[str, int, int]]:
             for e in sorted(os.scandir(pkg), key=lambda e: e.name) if e.name.endswith(".py")]
 
 
-def input_key(root: Path, inputs: Iterable[str]) -> tuple[bytes, bool]:
-    """Digest of the inputs' stats and osunits' code; and whether any input is racy."""
+def input_stats(root: Path, inputs: Iterable[str]) -> tuple[bytes, dict[str, _Stat], bool]:
+    """A digest of what else a model depends on (osunits' code, Python, the root as given);
+    each input's stat; and whether any input changed too recently to be trusted."""
     now = time.time_ns()
-    stats: list[object] = [str(root), sys.version, _code_stats()]
+    context = hashlib.blake2b(marshal.dumps([str(root), sys.version, _code_stats()]),
+                              digest_size=32).digest()
+    stats: dict[str, _Stat] = {}
     racy = False
     for path in inputs:
         try:
             st = os.stat(path)
         except OSError:
-            stats.append((path, None))
+            stats[path] = None
             continue
-        stats.append((path, st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns))
+        stats[path] = (st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns)
         racy = racy or max(st.st_mtime_ns, st.st_ctime_ns) > now - RACY_NS
-    return hashlib.blake2b(marshal.dumps(stats), digest_size=32).digest(), racy
+    return context, stats, racy
+
+
+@dataclass(frozen=True)
+class Previous:
+    """The last cached model of this deployment, and which of its inputs are unchanged."""
+
+    model: Deployment
+    unchanged: frozenset[str]
 
 
 def read(path: Path, header: bytes) -> bytes | None:
@@ -110,22 +125,28 @@ def write(path: Path, data: bytes) -> None:
 
 
 def load_model(root: Path, inputs: Callable[[], list[str]],
-               build: Callable[[], Deployment]) -> Deployment:
-    """``build()``, or the model it built before from the same inputs."""
+               build: Callable[[Previous | None], Deployment]) -> Deployment:
+    """The model built before from the same inputs, else ``build(previous)``."""
     d = directory("models")
     if d is None:
-        return build()
+        return build(None)
     path = d / (hashlib.blake2b(os.fsencode(os.path.abspath(root)) + b"\0" + os.fsencode(root),
                                 digest_size=16).hexdigest() + ".pickle")
-    key, racy = input_key(root, inputs())
-    data = read(path, _MAGIC + key)
+    context, stats, racy = input_stats(root, inputs())
+    key = hashlib.blake2b(marshal.dumps(sorted(stats.items())), digest_size=32).digest()
+    data = read(path, _MAGIC + context)
+    previous = None
     if data is not None:
         try:
-            model: Deployment = pickle.loads(data)
-            return model
+            old_stats, model = pickle.loads(data[len(key):])
+            if data[:len(key)] == key:
+                return model  # type: ignore[no-any-return]
+            previous = Previous(model, frozenset(p for p, st in stats.items()
+                                                 if st is not None and old_stats.get(p) == st))
         except Exception:  # noqa: BLE001 - a torn or foreign cache file is only a miss
             pass
-    model = build()
+    model = build(previous)
     if not racy:
-        write(path, _MAGIC + key + pickle.dumps(model, protocol=pickle.HIGHEST_PROTOCOL))
+        write(path, _MAGIC + context + key
+              + pickle.dumps((stats, model), protocol=pickle.HIGHEST_PROTOCOL))
     return model

@@ -13,7 +13,7 @@ import os
 from pathlib import Path
 
 from osunits import cache
-from osunits.model import Deployment
+from osunits.model import Deployment, Service
 
 DEPLOYMENT_FILE = "deployment.yaml"
 SERVICES_DIR = "services"
@@ -28,17 +28,24 @@ def load_deployment(root: Path) -> Deployment:
     enabled = gc.isenabled()
     gc.disable()
     try:
-        return cache.load_model(root, lambda: input_files(root), lambda: _build(root))
+        return cache.load_model(root, lambda: input_files(root),
+                                lambda previous: _build(root, previous))
     finally:
         gc.freeze()
         if enabled:
             gc.enable()
 
 
-def _build(root: Path) -> Deployment:
+def _build(root: Path, previous: cache.Previous | None) -> Deployment:
     from osunits import validate
 
-    return validate.build_deployment(root)
+    # A service is built from its own file and deployment.yaml's defaults: while both are
+    # unchanged, the previous model's service stands (overrides are applied afresh).
+    reuse: dict[str, Service] = {}
+    if previous is not None and str(root / DEPLOYMENT_FILE) in previous.unchanged:
+        reuse = {str(s.source): s for s in previous.model.services
+                 if str(s.source) in previous.unchanged}
+    return validate.build_deployment(root, reuse)
 
 
 def service_files(sdir: Path) -> list[str]:

@@ -33,8 +33,11 @@ T = TypeVar("T")
 _MERGED_KEYS = {"environment", "limits"}
 
 
-def build_deployment(root: Path) -> Deployment:
-    """Read and validate the deployment in ``root`` (``deployment.load_deployment`` caches it)."""
+def build_deployment(root: Path, reuse: dict[str, Service] | None = None) -> Deployment:
+    """Read and validate the deployment in ``root`` (``deployment.load_deployment`` caches it).
+
+    ``reuse`` maps service files known to be unchanged, with unchanged defaults, to the
+    service built from them before: those files are read again only if overrides apply."""
     problems: list[Problem] = []
     top_path = root / DEPLOYMENT_FILE
     if not root.is_dir():
@@ -44,7 +47,7 @@ def build_deployment(root: Path) -> Deployment:
                                        hint="give --deployment DIR or set OSUNITS_DEPLOYMENT")])
     top = _collect(problems, lambda: load_yaml(top_path))
     broken: set[str] = set()  # services whose file did not load: already reported
-    raw_services = _load_service_files(root / SERVICES_DIR, problems, broken)
+    raw_services, reused = _load_service_files(root / SERVICES_DIR, problems, broken, reuse or {})
     if top is None:
         raise DeploymentError(problems)
     problems += fields.check_keys(top, fields.DEPLOYMENT_KEYS, "deployment.yaml")
@@ -56,8 +59,8 @@ def build_deployment(root: Path) -> Deployment:
             problems.append(Problem("E102", "cannot have a default", defaults.key_loc("name"),
                                     key="name"))
 
-    base: dict[str, Service] = {}
-    raw_by_name: dict[str, Mapping] = {}
+    base: dict[str, Service] = dict(reused)
+    raw_by_name: dict[str, Mapping | None] = {}
     for name, raw in raw_services.items():
         merged = _merge(defaults, raw) if defaults else raw
         svc = _build_service(name, merged, problems, check_unknown=True)
@@ -65,9 +68,18 @@ def build_deployment(root: Path) -> Deployment:
         if svc is not None:
             base[name] = svc
 
+    def raw_of(name: str) -> Mapping | None:
+        """A service's definition with the defaults applied (read now if it was reused)."""
+        if name not in raw_by_name:
+            path = reused[name].source
+            m = _collect(problems, lambda: load_yaml(path))
+            raw_by_name[name] = _merge(defaults, m) if defaults and m else m
+        return raw_by_name[name]
+
+    names = set(raw_services) | set(reused)
     network = _load_network(top, problems)
-    roles = _load_roles(top, raw_services, broken, problems)
-    hosts = _load_hosts(top, roles, raw_by_name, base, broken, problems)
+    roles = _load_roles(top, names, broken, problems)
+    hosts = _load_hosts(top, roles, names, raw_of, base, broken, problems)
 
     if any(p.severity == "error" for p in problems):
         raise DeploymentError(problems)
@@ -88,14 +100,22 @@ def _collect(problems: list[Problem], fn: Callable[[], T]) -> T | None:
         return None
 
 
-def _load_service_files(sdir: Path, problems: list[Problem],
-                        broken: set[str]) -> dict[str, Mapping]:
+def _load_service_files(sdir: Path, problems: list[Problem], broken: set[str],
+                        reuse: dict[str, Service]) -> tuple[dict[str, Mapping], dict[str, Service]]:
     out: dict[str, Mapping] = {}
+    reused: dict[str, Service] = {}
     if not sdir.is_dir():
         problems.append(Problem("E000", "no services/ directory", Location(str(sdir))))
-        return out
+        return out, reused
     paths = [sdir / n for n in service_files(sdir)]
     for path in paths:
+        if (svc := reuse.get(str(path))) is not None:
+            if svc.name in out or svc.name in reused:
+                problems.append(Problem("E105", f"service {svc.name!r} is defined twice", svc.loc,
+                                        "name", hint=f"also defined in {_source_of(svc.name, out, reused)}"))
+            else:
+                reused[svc.name] = svc
+            continue
         m = _collect(problems, lambda path=path: load_yaml(path))  # type: ignore[misc]
         if m is None:
             broken.add(path.stem)
@@ -118,12 +138,16 @@ def _load_service_files(sdir: Path, problems: list[Problem],
                                     Location(str(path)), "name",
                                     "use lower-case letters, digits and '-', starting with a letter"))
             continue
-        if name in out:
+        if name in out or name in reused:
             problems.append(Problem("E105", f"service {name!r} is defined twice", m.loc, "name",
-                                    hint=f"also defined in {out[name].source}"))
+                                    hint=f"also defined in {_source_of(name, out, reused)}"))
             continue
         out[name] = m
-    return out
+    return out, reused
+
+
+def _source_of(name: str, loaded: dict[str, Mapping], reused: dict[str, Service]) -> str:
+    return loaded[name].source if name in loaded else str(reused[name].source)
 
 
 def _mapping_or_empty(top: Mapping, key: str, problems: list[Problem]) -> Mapping | None:
@@ -227,7 +251,7 @@ def _name_list(v: Value, key: str, problems: list[Problem]) -> list[tuple[str, L
 _Role = tuple[tuple[str, ...], Mapping | None, Location]
 
 
-def _load_roles(top: Mapping, services: dict[str, Mapping], broken: set[str],
+def _load_roles(top: Mapping, services: set[str], broken: set[str],
                 problems: list[Problem]) -> dict[str, _Role]:
     roles: dict[str, _Role] = {}
     rm = _mapping_or_empty(top, "roles", problems)
@@ -249,7 +273,7 @@ def _load_roles(top: Mapping, services: dict[str, Mapping], broken: set[str],
         for sname, loc in _name_list(rv.get("services") or Scalar(None, rv.loc),
                                      f"roles.{rname}.services", problems):
             if sname not in services and sname not in broken:
-                problems.append(unknown_name("service", sname, list(services), loc,
+                problems.append(unknown_name("service", sname, sorted(services), loc,
                                               f"roles.{rname}.services"))
             names.append(sname)
         overrides = _overrides(rv, f"roles.{rname}", set(names), problems)
@@ -278,9 +302,9 @@ def _overrides(m: Mapping, where: str, allowed: set[str] | None,
     return ov
 
 
-def _load_hosts(top: Mapping, roles: dict[str, _Role], raw: dict[str, Mapping],
-                base: dict[str, Service], broken: set[str],
-                problems: list[Problem]) -> list[Host]:
+def _load_hosts(top: Mapping, roles: dict[str, _Role], names: set[str],
+                raw_of: Callable[[str], Mapping | None], base: dict[str, Service],
+                broken: set[str], problems: list[Problem]) -> list[Host]:
     hm = _mapping_or_empty(top, "hosts", problems)
     if hm is None:
         problems.append(Problem("E121", "the deployment has no hosts", top.loc, "hosts"))
@@ -325,8 +349,8 @@ def _load_hosts(top: Mapping, roles: dict[str, _Role], raw: dict[str, Mapping],
             svc_names += [s for s in role[0] if s not in svc_names]
         for sname, loc in _name_list(hv.get("services") or Scalar(None, hv.loc),
                                      f"hosts.{hname}.services", problems):
-            if sname not in raw and sname not in broken:
-                problems.append(unknown_name("service", sname, sorted(raw), loc,
+            if sname not in names and sname not in broken:
+                problems.append(unknown_name("service", sname, sorted(names), loc,
                                               f"hosts.{hname}.services"))
             elif sname not in svc_names:
                 svc_names.append(sname)
@@ -344,7 +368,9 @@ def _load_hosts(top: Mapping, roles: dict[str, _Role], raw: dict[str, Mapping],
                 continue
             key = (sname, tuple(id(layer) for layer in layers))
             if key not in built:
-                merged = raw[sname]
+                merged = raw_of(sname)
+                if merged is None:
+                    continue  # its file no longer loads: reported
                 for layer in layers:
                     merged = _merge(merged, layer)
                 built[key] = _build_service(sname, merged, problems, check_unknown=False)

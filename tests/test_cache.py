@@ -33,9 +33,9 @@ def builds(monkeypatch: pytest.MonkeyPatch) -> list[Path]:
     calls: list[Path] = []
     real = validate.build_deployment
 
-    def counting(root: Path):  # type: ignore[no-untyped-def]
+    def counting(root: Path, reuse=None):  # type: ignore[no-untyped-def]
         calls.append(root)
-        return real(root)
+        return real(root, reuse)
 
     monkeypatch.setattr(validate, "build_deployment", counting)
     return calls
@@ -98,9 +98,9 @@ class _Counter:
         self.n = 0
         self.real = validate.build_deployment
 
-    def __call__(self, root: Path):  # type: ignore[no-untyped-def]
+    def __call__(self, root: Path, reuse=None):  # type: ignore[no-untyped-def]
         self.n += 1
-        return self.real(root)
+        return self.real(root, reuse)
 
 
 @pytest.mark.parametrize("spoil", ["truncate", "foreign", "writable"])
@@ -149,3 +149,51 @@ def test_init_bytecode_cached_and_checked(tmp_path: Path, monkeypatch: pytest.Mo
     assert plan._init_bytecode() == fresh
     assert cached.read_bytes() == fresh
     plan._init_bytecode.cache_clear()
+
+
+@pytest.fixture
+def loads(monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    """Every YAML file validation reads."""
+    seen: list[str] = []
+    real = validate.load_yaml
+
+    def recording(path: Path, **kw):  # type: ignore[no-untyped-def]
+        seen.append(path.name)
+        return real(path, **kw)
+
+    monkeypatch.setattr(validate, "load_yaml", recording)
+    return seen
+
+
+def test_one_edited_service_rebuilds_only_what_it_must(dep: Path, loads: list[str]) -> None:
+    load_deployment(dep)
+    assert len(loads) == 17  # deployment.yaml and 16 services
+    loads.clear()
+    _edit(dep / "services/glance-api.yaml", "9292", "9393")
+    incremental = load_deployment(dep)
+    # the edited file, and the two whose role or host overrides are applied afresh
+    assert sorted(loads) == ["deployment.yaml", "glance-api.yaml",
+                             "neutron-openvswitch-agent.yaml", "nova-compute.yaml"]
+    assert repr(incremental) == repr(validate.build_deployment(dep))
+    cmp02 = incremental.host("cmp02")
+    assert cmp02 is not None
+    nova = cmp02.service("nova-compute")
+    assert nova is not None and nova.limits.memory_max == 4 << 30  # the host override holds
+
+
+def test_edited_defaults_rebuild_everything(dep: Path, loads: list[str]) -> None:
+    load_deployment(dep)
+    loads.clear()
+    _edit(dep / "deployment.yaml", "restart_sec: 5s", "restart_sec: 7s")
+    model = load_deployment(dep)
+    assert len(loads) == 17
+    assert {s.restart_sec for s in model.services} == {7}
+
+
+def test_a_second_definition_of_a_reused_service_is_refused(dep: Path) -> None:
+    load_deployment(dep)
+    shutil.copy(dep / "services/horizon.yaml", dep / "services/horizon.yml")
+    with pytest.raises(DeploymentError) as e:
+        load_deployment(dep)
+    assert [p.code for p in e.value.problems] == ["E105"]
+    assert "horizon" in str(e.value)

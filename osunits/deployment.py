@@ -60,4 +60,5 @@ def input_files(root: Path) -> list[str]:
         names = service_files(sdir)
     except OSError:
         names = []
-    return [str(root / DEPLOYMENT_FILE), str(sdir), *(str(sdir / n) for n in names)]
+    base = str(sdir)  # strings: 10 000 Path objects would cost more than the stats
+    return [str(root / DEPLOYMENT_FILE), base, *(os.path.join(base, n) for n in names)]

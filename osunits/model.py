@@ -8,6 +8,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field, fields
 from enum import StrEnum
 from ipaddress import IPv4Address, IPv4Network
+from operator import attrgetter
 from pathlib import Path, PurePosixPath
 from typing import TypeVar
 
@@ -19,10 +20,11 @@ _T = TypeVar("_T")
 def _pickled_as_arguments(cls: type[_T]) -> type[_T]:
     """Pickle as the constructor's arguments (``__post_init__`` rebuilds the indexes): a
     third cheaper both ways than the dataclass' own state methods, for the model cache."""
-    names = tuple(f.name for f in fields(cls) if f.init)  # type: ignore[arg-type]
+    names = [f.name for f in fields(cls) if f.init]  # type: ignore[arg-type]
+    get = attrgetter(*names) if len(names) > 1 else lambda o: (getattr(o, names[0]),)
 
     def __reduce__(self: _T) -> tuple[type[_T], tuple[object, ...]]:
-        return cls, tuple([getattr(self, n) for n in names])
+        return cls, get(self)
 
     cls.__reduce__ = __reduce__  # type: ignore[assignment,method-assign]
     return cls

@@ -4,6 +4,7 @@ typed model.  All problems are collected, then raised together.
 
 from __future__ import annotations
 
+import os
 import re
 from collections.abc import Callable
 from ipaddress import IPv4Address, IPv4Network
@@ -107,15 +108,16 @@ def _load_service_files(sdir: Path, problems: list[Problem], broken: set[str],
     if not sdir.is_dir():
         problems.append(Problem("E000", "no services/ directory", Location(str(sdir))))
         return out, reused
-    paths = [sdir / n for n in service_files(sdir)]
-    for path in paths:
-        if (svc := reuse.get(str(path))) is not None:
+    base = str(sdir)
+    for n in service_files(sdir):
+        if (svc := reuse.get(os.path.join(base, n))) is not None:
             if svc.name in out or svc.name in reused:
                 problems.append(Problem("E105", f"service {svc.name!r} is defined twice", svc.loc,
                                         "name", hint=f"also defined in {_source_of(svc.name, out, reused)}"))
             else:
                 reused[svc.name] = svc
             continue
+        path = sdir / n
         m = _collect(problems, lambda path=path: load_yaml(path))  # type: ignore[misc]
         if m is None:
             broken.add(path.stem)

@@ -351,7 +351,7 @@ def main() -> None:
                 qdir, qout = work / f"quadlet-{n}", shm / f"quadlet-out-{n}"
                 write_quadlet_units(qdir, n)
                 env = dict(os.environ, QUADLET_UNIT_DIRS=str(qdir))
-                add(measure(Case(f"quadlet {n}", f"{q} on {n} .container files, tmpfs",
+                add(measure(Case(f"quadlet {n}", f"Quadlet on {n} .container files, tmpfs",
                                  units=n), [str(q), str(qout)], mid, fresh=qout, env=env))
         else:
             print("Quadlet: no binary at " + ", ".join(map(str, QUADLET_PATHS)), flush=True)
@@ -370,8 +370,8 @@ def main() -> None:
         print("(d) check-deps on one host of N services ...", flush=True)
         for n in (1000, 5000, 10000):
             argv = [*CLI, "check-deps", "--deployment", str(dep[f"s{n}"])]
-            add(measure(Case(f"check-deps {n} cold", f"check-deps, {n} services, no cached "
-                             "model (first run after a change)", units=n), argv,
+            add(measure(Case(f"check-deps {n} cold", f"check-deps, {n} services, nothing "
+                             "cached (a first run, or deployment.yaml changed)", units=n), argv,
                         mid if n < 10000 else big, fresh=models))
             run_child(argv)  # leaves the model cached
             add(measure(Case(f"check-deps {n}", f"check-deps, {n} services, model cached "

@@ -13,7 +13,7 @@ import os
 from pathlib import Path
 
 from osunits import cache
-from osunits.model import Deployment, Service
+from osunits.model import Deployment
 
 DEPLOYMENT_FILE = "deployment.yaml"
 SERVICES_DIR = "services"
@@ -39,13 +39,13 @@ def load_deployment(root: Path) -> Deployment:
 def _build(root: Path, previous: cache.Previous | None) -> Deployment:
     from osunits import validate
 
-    # A service is built from its own file and deployment.yaml's defaults: while both are
-    # unchanged, the previous model's service stands (overrides are applied afresh).
-    reuse: dict[str, Service] = {}
-    if previous is not None and str(root / DEPLOYMENT_FILE) in previous.unchanged:
-        reuse = {str(s.source): s for s in previous.model.services
-                 if str(s.source) in previous.unchanged}
-    return validate.build_deployment(root, reuse)
+    # A service is built from its own file and deployment.yaml (defaults, overrides): while
+    # both are unchanged, the previous model's builds of it stand.
+    if previous is None or str(root / DEPLOYMENT_FILE) not in previous.unchanged:
+        return validate.build_deployment(root)
+    reuse = {str(s.source): s for s in previous.model.services
+             if str(s.source) in previous.unchanged}
+    return validate.build_deployment(root, reuse, previous.model.host_index())
 
 
 def service_files(sdir: Path) -> list[str]:

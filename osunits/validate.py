@@ -34,11 +34,13 @@ T = TypeVar("T")
 _MERGED_KEYS = {"environment", "limits"}
 
 
-def build_deployment(root: Path, reuse: dict[str, Service] | None = None) -> Deployment:
+def build_deployment(root: Path, reuse: dict[str, Service] | None = None,
+                     reuse_hosts: dict[str, Host] | None = None) -> Deployment:
     """Read and validate the deployment in ``root`` (``deployment.load_deployment`` caches it).
 
-    ``reuse`` maps service files known to be unchanged, with unchanged defaults, to the
-    service built from them before: those files are read again only if overrides apply."""
+    With ``deployment.yaml`` unchanged since a previous build: ``reuse`` maps the service
+    files also unchanged to the services built from them, and ``reuse_hosts`` gives that
+    build's hosts, whose overridden copies of those services stand too."""
     problems: list[Problem] = []
     top_path = root / DEPLOYMENT_FILE
     if not root.is_dir():
@@ -80,7 +82,8 @@ def build_deployment(root: Path, reuse: dict[str, Service] | None = None) -> Dep
     names = set(raw_services) | set(reused)
     network = _load_network(top, problems)
     roles = _load_roles(top, names, broken, problems)
-    hosts = _load_hosts(top, roles, names, raw_of, base, broken, problems)
+    hosts = _load_hosts(top, roles, names, raw_of, base, broken, problems,
+                        reuse_hosts or {}, set(reused))
 
     if any(p.severity == "error" for p in problems):
         raise DeploymentError(problems)
@@ -306,7 +309,8 @@ def _overrides(m: Mapping, where: str, allowed: set[str] | None,
 
 def _load_hosts(top: Mapping, roles: dict[str, _Role], names: set[str],
                 raw_of: Callable[[str], Mapping | None], base: dict[str, Service],
-                broken: set[str], problems: list[Problem]) -> list[Host]:
+                broken: set[str], problems: list[Problem], previous: dict[str, Host],
+                unchanged: set[str]) -> list[Host]:
     hm = _mapping_or_empty(top, "hosts", problems)
     if hm is None:
         problems.append(Problem("E121", "the deployment has no hosts", top.loc, "hosts"))
@@ -367,6 +371,10 @@ def _load_hosts(top: Mapping, roles: dict[str, _Role], names: set[str],
                 layers.append(hov)
             if not layers:
                 services.append(base[sname])
+                continue
+            if sname in unchanged and (prev := previous.get(hname)) is not None and (
+                    svc := prev.service(sname)) is not None:
+                services.append(svc)  # same file, same overrides: the same build
                 continue
             key = (sname, tuple(id(layer) for layer in layers))
             if key not in built:

@@ -33,9 +33,9 @@ def builds(monkeypatch: pytest.MonkeyPatch) -> list[Path]:
     calls: list[Path] = []
     real = validate.build_deployment
 
-    def counting(root: Path, reuse=None):  # type: ignore[no-untyped-def]
+    def counting(root: Path, *args):  # type: ignore[no-untyped-def]
         calls.append(root)
-        return real(root, reuse)
+        return real(root, *args)
 
     monkeypatch.setattr(validate, "build_deployment", counting)
     return calls
@@ -98,9 +98,9 @@ class _Counter:
         self.n = 0
         self.real = validate.build_deployment
 
-    def __call__(self, root: Path, reuse=None):  # type: ignore[no-untyped-def]
+    def __call__(self, root: Path, *args):  # type: ignore[no-untyped-def]
         self.n += 1
-        return self.real(root, reuse)
+        return self.real(root, *args)
 
 
 @pytest.mark.parametrize("spoil", ["truncate", "foreign", "writable"])
@@ -171,14 +171,29 @@ def test_one_edited_service_rebuilds_only_what_it_must(dep: Path, loads: list[st
     loads.clear()
     _edit(dep / "services/glance-api.yaml", "9292", "9393")
     incremental = load_deployment(dep)
-    # the edited file, and the two whose role or host overrides are applied afresh
-    assert sorted(loads) == ["deployment.yaml", "glance-api.yaml",
-                             "neutron-openvswitch-agent.yaml", "nova-compute.yaml"]
+    assert sorted(loads) == ["deployment.yaml", "glance-api.yaml"]
     assert repr(incremental) == repr(validate.build_deployment(dep))
+
+
+@pytest.mark.parametrize("edited", ["nova-compute", "neutron-openvswitch-agent"])
+def test_an_edited_service_gets_its_overrides_again(dep: Path, loads: list[str],
+                                                    edited: str) -> None:
+    load_deployment(dep)
+    loads.clear()
+    _edit(dep / f"services/{edited}.yaml", "description: ", "description: Edited. ")
+    incremental = load_deployment(dep)
+    assert sorted(loads) == ["deployment.yaml", f"{edited}.yaml"]
+    assert repr(incremental) == repr(validate.build_deployment(dep))
+    for h in incremental.hosts:
+        svc = h.service(edited)
+        if svc is not None:
+            assert svc.description.startswith("Edited. ")
     cmp02 = incremental.host("cmp02")
     assert cmp02 is not None
     nova = cmp02.service("nova-compute")
     assert nova is not None and nova.limits.memory_max == 4 << 30  # the host override holds
+    agent = cmp02.service("neutron-openvswitch-agent")
+    assert agent is not None and ("NEUTRON_NODE_KIND", "compute") in agent.environment
 
 
 def test_edited_defaults_rebuild_everything(dep: Path, loads: list[str]) -> None:

@@ -56,9 +56,15 @@ def directory(kind: str) -> Path | None:
 
 
 def _code_stats() -> list[tuple[str, int, int]]:
-    pkg = Path(__file__).parent
-    return [(e.name, e.stat().st_size, e.stat().st_mtime_ns)
-            for e in sorted(os.scandir(pkg), key=lambda e: e.name) if e.name.endswith(".py")]
+    """osunits' own modules, subpackages too (validation uses osunits.systemd.escape)."""
+    out = []
+    for d, dirs, files in os.walk(Path(__file__).parent):
+        dirs[:] = sorted(x for x in dirs if x != "__pycache__")
+        for name in sorted(files):
+            if name.endswith(".py"):
+                st = os.stat(os.path.join(d, name))
+                out.append((os.path.join(d, name), st.st_size, st.st_mtime_ns))
+    return out
 
 
 def input_stats(root: Path, inputs: Iterable[str]) -> tuple[bytes, dict[str, _Stat], bool]:

@@ -29,8 +29,8 @@ if TYPE_CHECKING:
     from osunits.model import Deployment
 
 RACY_NS = 2_000_000_000
-_MAGIC = b"osunits-model-2\n"
-_Stat = tuple[int, int, int, int] | None
+_MAGIC = b"osunits-model-3\n"
+_Stat = tuple[int, int, int, int, int] | None
 read_only = False  # a systemd generator must not write outside its output directories
 
 
@@ -55,15 +55,23 @@ def directory(kind: str) -> Path | None:
     return None
 
 
-def _code_stats() -> list[tuple[str, int, int]]:
-    """osunits' own modules, subpackages too (validation uses osunits.systemd.escape)."""
+def _code_stats() -> list[tuple[str, int, int, int]]:
+    """What validation runs: osunits (subpackages too: it uses osunits.systemd.escape) and
+    PyYAML (its version and whether libyaml is used decide some values)."""
+    import importlib.util
+
+    dirs = [Path(__file__).parent]
+    spec = importlib.util.find_spec("yaml")  # finds without importing it
+    if spec is not None and spec.submodule_search_locations:
+        dirs += [Path(p) for p in spec.submodule_search_locations]
     out = []
-    for d, dirs, files in os.walk(Path(__file__).parent):
-        dirs[:] = sorted(x for x in dirs if x != "__pycache__")
-        for name in sorted(files):
-            if name.endswith(".py"):
-                st = os.stat(os.path.join(d, name))
-                out.append((os.path.join(d, name), st.st_size, st.st_mtime_ns))
+    for top in dirs:
+        for d, subdirs, files in os.walk(top):
+            subdirs[:] = sorted(x for x in subdirs if x != "__pycache__")
+            for name in sorted(files):
+                if name.endswith((".py", ".so")):
+                    st = os.stat(os.path.join(d, name))
+                    out.append((os.path.join(d, name), st.st_size, st.st_mtime_ns, st.st_ctime_ns))
     return out
 
 
@@ -81,7 +89,7 @@ def input_stats(root: Path, inputs: Iterable[str]) -> tuple[bytes, dict[str, _St
         except OSError:
             stats[path] = None
             continue
-        stats[path] = (st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns)
+        stats[path] = (st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns)
         racy = racy or max(st.st_mtime_ns, st.st_ctime_ns) > now - RACY_NS
     return context, stats, racy
 
@@ -136,8 +144,11 @@ def load_model(root: Path, inputs: Callable[[], list[str]],
     d = directory("models")
     if d is None:
         return build(None)
-    path = d / (hashlib.blake2b(os.fsencode(os.path.abspath(root)) + b"\0" + os.fsencode(root),
-                                digest_size=16).hexdigest() + ".pickle")
+    try:
+        where = os.fsencode(os.path.abspath(root)) + b"\0" + os.fsencode(root)
+    except OSError:  # a relative root and a working directory that is gone
+        return build(None)
+    path = d / (hashlib.blake2b(where, digest_size=16).hexdigest() + ".pickle")
     context, stats, racy = input_stats(root, inputs())
     key = hashlib.blake2b(marshal.dumps(sorted(stats.items())), digest_size=32).digest()
     data = read(path, _MAGIC + context)

@@ -50,7 +50,12 @@ def _build(root: Path, previous: cache.Previous | None) -> Deployment:
 
 def service_files(sdir: Path) -> list[str]:
     """The service definitions' file names in ``sdir``, sorted."""
-    return sorted(n for n in os.listdir(sdir) if os.path.splitext(n)[1] in (".yaml", ".yml"))
+    return sorted(n for n in os.listdir(sdir) if _suffix(n) in (".yaml", ".yml"))
+
+
+def _suffix(name: str) -> str:
+    i = name.rfind(".")  # as Path.suffix: ".yaml" alone is a name, "..yaml" has a suffix
+    return name[i:] if 0 < i < len(name) - 1 else ""
 
 
 def input_files(root: Path) -> list[str]:

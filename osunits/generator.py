@@ -35,7 +35,6 @@ def _host(dep_dir: Path) -> str:
 
 
 def run(unit_dir: Path, dep_dir: Path, root: Path = Path("/")) -> int:
-    from osunits import cache
     from osunits.deployment import DEPLOYMENT_FILE, load_deployment
     from osunits.errors import DeploymentError, OsunitsError
     from osunits.output import write_files
@@ -44,14 +43,13 @@ def run(unit_dir: Path, dep_dir: Path, root: Path = Path("/")) -> int:
     if not (dep_dir / DEPLOYMENT_FILE).is_file():
         return 0  # osunits installed but not configured: nothing to do
     layout = Layout.generator(str(unit_dir))
-    cache.read_only = True  # systemd.generator(7): write only to the output directories
     errors_file = root / str(ERRORS_FILE).lstrip("/")
     t0 = time.monotonic()
     try:
         plan = plan_host(load_deployment(dep_dir), _host(dep_dir), layout)
         # The unit directory is emptied by systemd before each run: write it under "/".
         write_files(root, plan.files, layout=layout)
-    except OsunitsError as e:
+    except (OsunitsError, OSError) as e:  # OSError: e.g. a file system still read-only
         lines = ([str(p) for p in e.problems] if isinstance(e, DeploymentError) else [str(e)])
         text = "\n".join(lines) + "\n"
         sys.stderr.write("osunits-generator: the deployment has errors; no services generated\n"
@@ -87,6 +85,9 @@ def main(argv: list[str] | None = None) -> int:
     args = sys.argv[1:] if argv is None else argv
     unit_dir = Path(args[0]) if args else Path("/run/systemd/generator")
     dep_dir = Path(os.environ.get("OSUNITS_DEPLOYMENT", "/etc/osunits"))
+    from osunits import cache
+
+    cache.read_only = True  # systemd.generator(7): write only to the output directories
     return run(unit_dir, dep_dir)
 
 

@@ -79,8 +79,11 @@ class _Loader(_BASE):  # type: ignore[misc]
         pass
 
     def resolve(self, kind: Any, value: Any, implicit: Any) -> str:
-        if kind is ScalarNode and implicit[0] and value and value[0] not in self._first:
-            return _STR
+        if kind is ScalarNode:
+            if not implicit[0]:
+                return _STR  # quoted or block: a string, as PyYAML's resolver says too
+            if value and value[0] not in self._first:
+                return _STR
         key = (kind, value, implicit)
         tag = self._seen.get(key)
         if tag is None:
@@ -101,7 +104,13 @@ def read_text(path: Path) -> str:
         try:
             size = os.fstat(fd).st_size
             # sized to the file: read(1 MiB) would allocate 1 MiB for every small file
-            data = os.read(fd, min(size, MAX_FILE_BYTES) + 1 if size else MAX_FILE_BYTES + 1)
+            want = min(size, MAX_FILE_BYTES) + 1 if size else MAX_FILE_BYTES + 1
+            data = os.read(fd, want)
+            while (size == 0 or len(data) < size) and len(data) <= MAX_FILE_BYTES:
+                more = os.read(fd, 1 << 16)  # a pipe, or a short read (FUSE, NFS)
+                if not more:
+                    break
+                data += more
         finally:
             os.close(fd)
     except OSError as e:
@@ -174,9 +183,7 @@ def _convert(node: Node, path: str, problems: list[Problem], depth: int,
     # node twice means an alias, refused before it can expand into a bomb.
     if seen is not None:
         if id(node) in seen:
-            if not any(p.code == "E011" for p in problems):  # one is enough; a bomb has millions
-                problems.append(Problem("E011", "YAML aliases (*name) are not supported", loc,
-                                        hint="use the deployment's defaults or overrides instead"))
+            _alias(problems, loc)
             return Scalar(None, loc)
         seen.add(id(node))
     if depth > MAX_DEPTH:
@@ -196,6 +203,11 @@ def _convert(node: Node, path: str, problems: list[Problem], depth: int,
         for knode, vnode in node.value:
             kmark = knode.start_mark
             kloc = _new(Location, (path, kmark.line + 1, kmark.column + 1))
+            if seen is not None:  # an anchored key used again as a value is an alias too
+                if id(knode) in seen:
+                    _alias(problems, kloc)
+                    continue
+                seen.add(id(knode))
             if knode.__class__ is not ScalarNode or knode.tag == "tag:yaml.org,2002:merge":
                 problems.append(Problem("E008", "keys must be plain strings", kloc))
                 continue
@@ -222,6 +234,12 @@ _CONSTRUCT: dict[str, Any] = {
     "tag:yaml.org,2002:int": _SCALAR_LOADER.construct_yaml_int,
     "tag:yaml.org,2002:float": _SCALAR_LOADER.construct_yaml_float,
 }
+
+
+def _alias(problems: list[Problem], loc: Location) -> None:
+    if not any(p.code == "E011" for p in problems):  # one is enough; a bomb has millions
+        problems.append(Problem("E011", "YAML aliases (*name) are not supported", loc,
+                                hint="use the deployment's defaults or overrides instead"))
 
 
 def _construct_scalar(node: Node, loc: Location, problems: list[Problem]) -> Any:

@@ -18,10 +18,13 @@ A run commits in two phases, with a journal between them:
 from __future__ import annotations
 
 import contextlib
+import errno
+import fcntl
 import hashlib
 import json
 import os
 import stat
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from enum import StrEnum
 from pathlib import Path, PurePosixPath
@@ -187,6 +190,26 @@ def render_diff(changes: list[FileChange]) -> str:
 def write_files(root: Path, files: tuple[PlannedFile, ...], *, dry_run: bool = False,
                 layout: Layout = INSTALLED) -> Result:
     """Make the files under ``root`` exactly ``files`` (osunits' own files only)."""
+    if dry_run:
+        return _write_files(root, files, True, layout)
+    with _locked(_on_disk(root, layout.manifest.with_name("manifest.lock"))):
+        return _write_files(root, files, False, layout)
+
+
+@contextlib.contextmanager
+def _locked(path: Path) -> Iterator[None]:
+    """One writer at a time: a second run would take the first one's journal for a crash."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(fd)
+
+
+def _write_files(root: Path, files: tuple[PlannedFile, ...], dry_run: bool,
+                 layout: Layout) -> Result:
     recovered = not dry_run and _on_disk(root, _journal_of(layout.manifest)).exists()
     changes = plan_changes(root, files, layout.manifest, dry_run=dry_run)
     result = Result(changes, written=recovered)  # a completed interrupted run needs a reload
@@ -210,12 +233,15 @@ def _write(root: Path, files: tuple[PlannedFile, ...], changes: list[FileChange]
     rootstr = str(root)
     finals = [_disk(rootstr, c.path) for c in to_stage]
     temps = [_tmp_name(final) for final in finals]
-    _write_json(journal_path, {"state": "staging", "temps": temps})  # flushed with the files
+    _write_json(journal_path, {"state": "staging", "temps": temps})
+    # Durable before any temp file exists, so that a crash cannot leave temp files the
+    # next run does not know to remove (they may be on another file system).
+    _sync([str(journal_path.parent)])
     made: set[str] = set()
     for c, tmp, final in zip(to_stage, temps, finals, strict=True):
         _stage(tmp, by_path[c.path], made)
         staged.append((tmp, final))
-    _sync([str(journal_path.parent), *(os.path.dirname(tmp) for tmp, _ in staged)])
+    _sync([os.path.dirname(tmp) for tmp, _ in staged])
     removals = [_disk(rootstr, c.path) for c in changes if c.change is Change.REMOVE]
     new_manifest = {str(f.path): f.digest for f in files}
     _write_json(journal_path, {"state": "committing", "renames": staged, "removals": removals,
@@ -236,7 +262,8 @@ def recover(root: Path, manifest: PurePosixPath = MANIFEST) -> None:
     except ValueError:
         journal = {"state": "staging", "temps": []}  # torn write: nothing was committed yet
     if journal.get("state") == "committing":
-        _commit(root, journal["renames"], journal["removals"], journal["manifest"], manifest)
+        _commit(root, journal["renames"], journal["removals"], journal["manifest"], manifest,
+                recovering=True)
         return
     for tmp in journal.get("temps", []):
         Path(tmp).unlink(missing_ok=True)
@@ -244,13 +271,16 @@ def recover(root: Path, manifest: PurePosixPath = MANIFEST) -> None:
 
 
 def _commit(root: Path, renames: list[tuple[str, str]] | list[list[str]], removals: list[str],
-            manifest: dict[str, str], manifest_path: PurePosixPath) -> None:
+            manifest: dict[str, str], manifest_path: PurePosixPath, *,
+            recovering: bool = False) -> None:
     dirs: set[str] = set()
     for tmp, final in renames:
         try:
             os.replace(tmp, final)
         except FileNotFoundError:
-            pass  # renamed already, by the run this one completes
+            if not recovering:  # staged by this very run: someone removed it
+                raise
+            # else renamed already, by the run this one completes
         except IsADirectoryError:
             raise OutputError(f"{final}: is a directory") from None
         dirs.add(os.path.dirname(final))
@@ -297,17 +327,19 @@ def _stage(tmp: str, f: PlannedFile, made: set[str]) -> None:
 
 
 _libc: Any = None
+_ctypes: Any = None
 
 
 def _sync(dirs: list[str]) -> None:
     """Flush what was written in ``dirs``: one syncfs(2) per filesystem, not an fsync per
     file and directory (each fsync is a journal commit: 20 services touch 25 directories)."""
-    global _libc
+    global _libc, _ctypes
     if not dirs:
         return
     if _libc is None:
         import ctypes  # not on a run that writes nothing
 
+        _ctypes = ctypes
         try:
             _libc = ctypes.CDLL(None, use_errno=True)
             _libc.syncfs  # noqa: B018 - probe for the symbol
@@ -325,6 +357,9 @@ def _sync(dirs: list[str]) -> None:
         fd = os.open(d, os.O_RDONLY | os.O_DIRECTORY)
         try:
             if _libc.syncfs(fd) != 0:
+                err = _ctypes.get_errno()
+                if err != errno.ENOSYS:  # a write-back error (EIO, ENOSPC): stop before renaming
+                    raise OSError(err, os.strerror(err), d)
                 os.sync()
         finally:
             os.close(fd)

@@ -212,3 +212,40 @@ def test_a_second_definition_of_a_reused_service_is_refused(dep: Path) -> None:
         load_deployment(dep)
     assert [p.code for p in e.value.problems] == ["E105"]
     assert "horizon" in str(e.value)
+
+
+def test_compiled_templates_follow_the_cache_rules(tmp_path: Path,
+                                                   monkeypatch: pytest.MonkeyPatch) -> None:
+    import jinja2
+
+    from osunits import __version__, render
+
+    monkeypatch.setenv("OSUNITS_CACHE_DIR", str(tmp_path))
+    d = tmp_path / f"jinja2-{__version__}"
+
+    def env() -> jinja2.Environment:
+        return jinja2.Environment(loader=jinja2.DictLoader({"t": "{{ 1 + 1 }}"}),
+                                  bytecode_cache=render._bytecode_cache())
+
+    d.mkdir()
+    monkeypatch.setattr(cache, "read_only", True)  # the generator: nothing written
+    assert env().get_template("t").render() == "2"
+    assert list(d.iterdir()) == []
+    monkeypatch.setattr(cache, "read_only", False)
+    assert env().get_template("t").render() == "2"
+    (f,) = d.iterdir()
+    assert f.stat().st_mode & 0o777 == 0o600
+    # Forge the file: other code under the right source checksum.
+    e = env()
+    checksum = render._BytecodeCache(d).get_source_checksum("{{ 1 + 1 }}")
+    bucket = jinja2.bccache.Bucket(e, "", checksum)
+    bucket.bytecode_from_string(f.read_bytes())
+    assert bucket.code is not None  # the file holds this source's code
+    bucket.code = e.compile("forged")
+    forged = bucket.bytecode_to_string()
+    f.write_bytes(forged)
+    f.chmod(0o666)  # anyone could have written it: not loaded
+    assert env().get_template("t").render() == "2"
+    f.write_bytes(forged)
+    f.chmod(0o600)  # our own: loaded (so the check above is what refused it)
+    assert env().get_template("t").render() == "forged"

@@ -21,7 +21,8 @@ from tests.conftest import EXAMPLE
 GOLDEN = Path(__file__).parent / "golden"
 HOSTS = ["cmp01", "cmp02", "ctl01", "net01"]
 PYC = str(_pyc_path(INSTALLED)).lstrip("/")
-SKIP = {"var/lib/osunits/manifest.json", str(INIT_HOST_PATH).lstrip("/"), PYC}
+SKIP = {"var/lib/osunits/manifest.json", "var/lib/osunits/manifest.lock",
+        str(INIT_HOST_PATH).lstrip("/"), PYC}
 
 
 def generated(root: Path) -> dict[str, str]:

@@ -39,9 +39,13 @@ def test_values_match_pyyaml_on_the_example() -> None:
         assert to_plain(load_yaml(path)) == yaml.safe_load(path.read_text()), path
 
 
-def test_aliases_refused_even_with_one_anchor(tmp_path: Path) -> None:
+@pytest.mark.parametrize("text", [
+    "a: &x [1, 2]\nb: *x\n",  # one anchor, one alias
+    "&n description: x\nrootfs: *n\n",  # an anchored key reused as a value
+])
+def test_aliases_refused(tmp_path: Path, text: str) -> None:
     p = tmp_path / "a.yaml"
-    p.write_text("a: &x [1, 2]\nb: *x\n")
+    p.write_text(text)
     with pytest.raises(DeploymentError) as e:
         load_yaml(p)
     assert [pr.code for pr in e.value.problems] == ["E011"]
@@ -69,3 +73,26 @@ def test_collector_state_restored() -> None:
         assert not gc.isenabled()
     finally:
         gc.enable()
+
+
+def test_a_pipe_written_in_pieces_is_read_whole(tmp_path: Path) -> None:
+    import os
+    import threading
+    import time
+
+    fifo = tmp_path / "svc.yaml"
+    os.mkfifo(fifo)
+
+    def writer() -> None:
+        with open(fifo, "w") as f:
+            f.write("a: 1\n")
+            f.flush()
+            time.sleep(0.05)  # the reader sees a short read first
+            f.write("b: 2\n")
+
+    t = threading.Thread(target=writer)
+    t.start()
+    try:
+        assert to_plain(load_yaml(fifo)) == {"a": 1, "b": 2}
+    finally:
+        t.join()

@@ -195,3 +195,68 @@ def test_deployment_from_environment(monkeypatch: pytest.MonkeyPatch, tmp_path: 
     monkeypatch.setenv("OSUNITS_DEPLOYMENT", str(tmp_path / "nope"))
     res = CliRunner().invoke(app, ["generate", "-H", "net01", "--root", str(tmp_path)])
     assert res.exit_code == 2 and "deployment directory not found" in res.output
+
+
+def test_a_writeback_error_stops_before_any_rename(tmp_path: Path,
+                                                   monkeypatch: pytest.MonkeyPatch) -> None:
+    import ctypes
+    import errno
+
+    from osunits import output
+
+    root = tmp_path / "root"
+    write_files(root, (pf("/etc/a.conf", "v1\n"),))
+
+    class FailingLibc:  # syncfs(2) reporting a write-back error, as Linux 5.8+ does
+        def syncfs(self, fd: int) -> int:
+            ctypes.set_errno(errno.EIO)
+            return -1
+
+    monkeypatch.setattr(output, "_libc", FailingLibc())
+    monkeypatch.setattr(output, "_ctypes", ctypes)
+    with pytest.raises(OutputError, match="Input/output error"):
+        write_files(root, (pf("/etc/a.conf", "v2\n"), pf("/etc/b.conf", "new\n")))
+    assert (root / "etc/a.conf").read_text() == "v1\n"
+    assert not (root / "etc/b.conf").exists()
+    monkeypatch.undo()
+    write_files(root, (pf("/etc/a.conf", "v2\n"), pf("/etc/b.conf", "new\n")))  # rolls back, redoes
+    assert (root / "etc/a.conf").read_text() == "v2\n"
+    assert sorted(p.name for p in (root / "etc").iterdir()) == ["a.conf", "b.conf"]
+
+
+def test_a_second_writer_waits_for_the_first(tmp_path: Path) -> None:
+    import fcntl
+    import threading
+
+    root = tmp_path / "root"
+    write_files(root, (pf("/etc/a.conf", "v1\n"),))
+    lock = root / str(MANIFEST.with_name("manifest.lock")).lstrip("/")
+    fd = os.open(lock, os.O_RDWR)
+    fcntl.flock(fd, fcntl.LOCK_EX)  # a run in progress
+    t = threading.Thread(target=write_files, args=(root, (pf("/etc/a.conf", "v2\n"),)))
+    t.start()
+    t.join(0.3)
+    try:
+        assert t.is_alive(), "the second writer did not wait for the lock"
+        assert (root / "etc/a.conf").read_text() == "v1\n"
+    finally:
+        os.close(fd)
+    t.join(10)
+    assert not t.is_alive()
+    assert (root / "etc/a.conf").read_text() == "v2\n"
+
+
+def test_a_staged_file_gone_before_its_rename_is_an_error(tmp_path: Path,
+                                                          monkeypatch: pytest.MonkeyPatch) -> None:
+    from osunits import output
+
+    root = tmp_path / "root"
+    real = output._commit
+
+    def commit_after_a_removal(root: Path, renames, *a, **kw):  # type: ignore[no-untyped-def]
+        os.unlink(renames[0][0])
+        return real(root, renames, *a, **kw)
+
+    monkeypatch.setattr(output, "_commit", commit_after_a_removal)
+    with pytest.raises(OutputError, match="No such file"):
+        write_files(root, (pf("/etc/a.conf", "v1\n"),))

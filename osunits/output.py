@@ -13,6 +13,8 @@ A run commits in two phases, with a journal between them:
 2. *commit*: the journal is marked committing, then each temp file is renamed
    over its target and stale files are removed; a run killed here is rolled
    forward by the next one.  Then the new manifest replaces the old.
+
+One run at a time (``manifest.lock``); docs/design.md has the flushing order.
 """
 
 from __future__ import annotations

@@ -1,7 +1,8 @@
 """What osunits keeps between runs: compiled templates and validated deployments.
 
 Both are pure speed: deleting the directory changes nothing but time.  The directory
-is ``$OSUNITS_CACHE_DIR``, else /var/cache/osunits (root), else ~/.cache/osunits.
+is ``$OSUNITS_CACHE_DIR``, else /var/cache/osunits (root), else ~/.cache/osunits;
+``OSUNITS_CACHE_DIR=`` (empty) runs without any cache.
 
 A validated deployment is kept when it loaded without errors, keyed by the stat of
 every file it was read from (inode, size, mtime, ctime) and of osunits' own modules.
@@ -35,11 +36,14 @@ read_only = False  # a systemd generator must not write outside its output direc
 
 
 def directory(kind: str) -> Path | None:
-    """The cache directory for ``kind`` (created when writable), or None."""
+    """The cache directory for ``kind`` (created when writable), or None: none at all when
+    ``OSUNITS_CACHE_DIR`` is set and empty."""
     from osunits import __version__
 
-    candidates = [os.environ.get("OSUNITS_CACHE_DIR", ""), "/var/cache/osunits",
-                  os.path.expanduser("~/.cache/osunits")]
+    chosen = os.environ.get("OSUNITS_CACHE_DIR")
+    if chosen == "":
+        return None
+    candidates = [chosen, "/var/cache/osunits", os.path.expanduser("~/.cache/osunits")]
     for base in filter(None, candidates):
         d = Path(base) / f"{kind}-{__version__}"
         if read_only:

@@ -249,3 +249,12 @@ def test_compiled_templates_follow_the_cache_rules(tmp_path: Path,
     f.write_bytes(forged)
     f.chmod(0o600)  # our own: loaded (so the check above is what refused it)
     assert env().get_template("t").render() == "forged"
+
+
+def test_an_empty_cache_dir_setting_means_no_cache(dep: Path, builds: list[Path],
+                                                   monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("OSUNITS_CACHE_DIR", "")
+    load_deployment(dep)
+    load_deployment(dep)
+    assert len(builds) == 2
+    assert cache.directory("models") is None

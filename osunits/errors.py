@@ -9,7 +9,6 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from enum import StrEnum
-from pathlib import Path
 from typing import NamedTuple
 
 
@@ -80,10 +79,6 @@ class OutputError(OsunitsError):
 
 def _problem_order(p: Problem) -> tuple[Location, str, str]:
     return (p.location or Location(""), p.code, p.message)
-
-
-def location_of(path: Path | str, line: int = 0, column: int = 0) -> Location:
-    return Location(str(path), line, column)
 
 
 def unknown_name(what: str, name: str, known: list[str], loc: Location | None,

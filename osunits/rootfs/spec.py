@@ -120,15 +120,6 @@ def load_specs(specs_dir: Path) -> dict[str, Spec]:
     return specs
 
 
-def load_spec(path: Path) -> Spec:
-    """Load one spec file (its base is not checked: that needs the others)."""
-    problems: list[Problem] = []
-    spec = _collect_spec(path, problems)
-    if problems or spec is None:
-        raise DeploymentError(problems)
-    return spec
-
-
 def _collect_spec(path: Path, problems: list[Problem]) -> Spec | None:
     name = path.name.removesuffix(SPEC_SUFFIX)
     if not NAME_RE.match(name):

@@ -201,8 +201,11 @@ def write_files(root: Path, files: tuple[PlannedFile, ...], *, dry_run: bool = F
 @contextlib.contextmanager
 def _locked(path: Path) -> Iterator[None]:
     """One writer at a time: a second run would take the first one's journal for a crash."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+    except OSError as e:
+        raise OutputError(f"{e.filename or path}: {e.strerror}; nothing was written") from e
     try:
         fcntl.flock(fd, fcntl.LOCK_EX)
         yield

@@ -260,3 +260,14 @@ def test_a_staged_file_gone_before_its_rename_is_an_error(tmp_path: Path,
     monkeypatch.setattr(output, "_commit", commit_after_a_removal)
     with pytest.raises(OutputError, match="No such file"):
         write_files(root, (pf("/etc/a.conf", "v1\n"),))
+
+
+def test_an_unwritable_root_is_a_clear_error(tmp_path: Path) -> None:
+    root = tmp_path / "root"
+    root.mkdir()
+    (root / "var").write_text("a file where a directory should be\\n")
+    res = CliRunner().invoke(app, ["generate", "-H", "ctl01", "-d", str(EXAMPLE), "--root",
+                                   str(root)])
+    assert res.exit_code == 2, res.output
+    assert "nothing was written" in res.output and "Traceback" not in res.output
+    assert sorted(p.name for p in root.iterdir()) == ["var"]

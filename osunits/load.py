@@ -130,7 +130,7 @@ def read_text(path: Path) -> str:
         ) from e
 
 
-def load_yaml(path: Path, *, required_mapping: bool = True) -> Mapping:
+def load_yaml(path: Path) -> Mapping:
     """Parse one YAML document from ``path`` into located values."""
     text = read_text(path)
     if not text.strip() or all(
@@ -164,11 +164,10 @@ def load_yaml(path: Path, *, required_mapping: bool = True) -> Mapping:
     value = _convert(node, str(path), problems, 0, seen)
     if problems:
         raise DeploymentError(problems)
-    if required_mapping and not isinstance(value, Mapping):
+    if not isinstance(value, Mapping):
         raise DeploymentError(
             [Problem("E006", "the top level must be a mapping of keys", value.loc)]
         )
-    assert isinstance(value, Mapping)
     return value
 
 

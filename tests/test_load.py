@@ -96,3 +96,21 @@ def test_a_pipe_written_in_pieces_is_read_whole(tmp_path: Path) -> None:
         assert to_plain(load_yaml(fifo)) == {"a": 1, "b": 2}
     finally:
         t.join()
+
+
+# Pieces of YAML syntax (anchors, tags, merge keys, flow and block forms) in any order.
+yamlish = st.lists(st.sampled_from(list("ab01:-[]{},&*!|>'\"#%@`?.~ \n\t\\<=+") +
+                                   ["yes", "null", "0x1", "1e3", "<<", "!!binary",
+                                    "!!python/object", "---", "...", "&a", "*a", "\n  "]),
+                   max_size=40).map("".join)
+
+
+@given(yamlish)
+def test_any_text_loads_or_is_a_clear_error(tmp_path_factory: pytest.TempPathFactory,
+                                            text: str) -> None:
+    p = tmp_path_factory.mktemp("y") / "f.yaml"
+    p.write_text(text)
+    try:
+        load_yaml(p)
+    except DeploymentError as e:
+        assert e.problems and all(pr.location is not None for pr in e.problems)

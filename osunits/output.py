@@ -69,13 +69,14 @@ class Result:
         return bool(self.changes)
 
 
-def _on_disk(root: Path, p: PurePosixPath) -> Path:
-    return root / p.relative_to("/")
-
-
 def _disk(root: str, p: PurePosixPath | str) -> str:
-    """``_on_disk`` as a string: for every planned file, where pathlib's cost adds up."""
+    """Where the absolute path ``p`` lies under ``root``: a string, as it is computed for
+    every planned file, where pathlib's cost adds up."""
     return os.path.join(root, str(p).lstrip("/"))
+
+
+def _on_disk(root: Path, p: PurePosixPath) -> Path:
+    return Path(_disk(str(root), p))
 
 
 def _read_current(path: str) -> tuple[bytes, int] | None:
@@ -233,7 +234,6 @@ def _write(root: Path, files: tuple[PlannedFile, ...], changes: list[FileChange]
     by_path = {f.path: f for f in files}
     staged: list[tuple[str, str]] = []
     journal_path = _on_disk(root, _journal_of(layout.manifest))
-    journal_path.parent.mkdir(parents=True, exist_ok=True)
     to_stage = [c for c in changes if c.change is not Change.REMOVE]
     rootstr = str(root)
     finals = [_disk(rootstr, c.path) for c in to_stage]
@@ -302,10 +302,6 @@ def _commit(root: Path, renames: list[tuple[str, str]] | list[list[str]], remova
     _on_disk(root, _journal_of(manifest_path)).unlink(missing_ok=True)
 
 
-def _tmp_for(path: Path) -> Path:
-    return Path(_tmp_name(str(path)))
-
-
 def _tmp_name(path: str) -> str:
     d, name = os.path.split(path)
     return os.path.join(d, f".{name}{TMP_SUFFIX}")
@@ -332,19 +328,17 @@ def _stage(tmp: str, f: PlannedFile, made: set[str]) -> None:
 
 
 _libc: Any = None
-_ctypes: Any = None
 
 
 def _sync(dirs: list[str]) -> None:
     """Flush what was written in ``dirs``: one syncfs(2) per filesystem, not an fsync per
     file and directory (each fsync is a journal commit: 20 services touch 25 directories)."""
-    global _libc, _ctypes
+    global _libc
     if not dirs:
         return
-    if _libc is None:
-        import ctypes  # not on a run that writes nothing
+    import ctypes  # not on a run that writes nothing
 
-        _ctypes = ctypes
+    if _libc is None:
         try:
             _libc = ctypes.CDLL(None, use_errno=True)
             _libc.syncfs  # noqa: B018 - probe for the symbol
@@ -362,7 +356,7 @@ def _sync(dirs: list[str]) -> None:
         fd = os.open(d, os.O_RDONLY | os.O_DIRECTORY)
         try:
             if _libc.syncfs(fd) != 0:
-                err = _ctypes.get_errno()
+                err = ctypes.get_errno()
                 if err != errno.ENOSYS:  # a write-back error (EIO, ENOSPC): stop before renaming
                     raise OSError(err, os.strerror(err), d)
                 os.sync()
@@ -372,7 +366,7 @@ def _sync(dirs: list[str]) -> None:
 
 def _write_json(path: Path, data: object) -> None:
     """Write-temp-rename; the caller flushes (one syncfs covers several writes)."""
-    tmp = _tmp_for(path)
+    tmp = Path(_tmp_name(str(path)))
     tmp.parent.mkdir(parents=True, exist_ok=True)
     with open(tmp, "w") as fh:
         json.dump(data, fh, indent=1, sort_keys=True)

@@ -213,7 +213,6 @@ def test_a_writeback_error_stops_before_any_rename(tmp_path: Path,
             return -1
 
     monkeypatch.setattr(output, "_libc", FailingLibc())
-    monkeypatch.setattr(output, "_ctypes", ctypes)
     with pytest.raises(OutputError, match="Input/output error"):
         write_files(root, (pf("/etc/a.conf", "v2\n"), pf("/etc/b.conf", "new\n")))
     assert (root / "etc/a.conf").read_text() == "v1\n"

@@ -178,13 +178,8 @@ def _convert(node: Node, path: str, problems: list[Problem], depth: int,
              seen: set[int] | None) -> Value:
     mark = node.start_mark
     loc = _new(Location, (path, mark.line + 1, mark.column + 1))
-    # The composer hands out the anchored node again for every alias: seeing a
-    # node twice means an alias, refused before it can expand into a bomb.
-    if seen is not None:
-        if id(node) in seen:
-            _alias(problems, loc)
-            return Scalar(None, loc)
-        seen.add(id(node))
+    if _seen_before(node, seen, problems, loc):
+        return Scalar(None, loc)
     if depth > MAX_DEPTH:
         problems.append(Problem("E007", f"nesting deeper than {MAX_DEPTH} levels", loc))
         return Scalar(None, loc)
@@ -202,11 +197,8 @@ def _convert(node: Node, path: str, problems: list[Problem], depth: int,
         for knode, vnode in node.value:
             kmark = knode.start_mark
             kloc = _new(Location, (path, kmark.line + 1, kmark.column + 1))
-            if seen is not None:  # an anchored key used again as a value is an alias too
-                if id(knode) in seen:
-                    _alias(problems, kloc)
-                    continue
-                seen.add(id(knode))
+            if _seen_before(knode, seen, problems, kloc):  # an anchored key reused
+                continue
             if knode.__class__ is not ScalarNode or knode.tag == "tag:yaml.org,2002:merge":
                 problems.append(Problem("E008", "keys must be plain strings", kloc))
                 continue
@@ -235,17 +227,25 @@ _CONSTRUCT: dict[str, Any] = {
 }
 
 
-def _alias(problems: list[Problem], loc: Location) -> None:
+def _seen_before(node: Node, seen: set[int] | None, problems: list[Problem],
+                 loc: Location) -> bool:
+    """True (and E011) for a node met before: the composer hands out the anchored node
+    again for every alias, so seeing one twice means an alias, refused before it can
+    expand into a bomb.  ``seen`` is None when the text cannot hold an alias."""
+    if seen is None:
+        return False
+    if id(node) not in seen:
+        seen.add(id(node))
+        return False
     if not any(p.code == "E011" for p in problems):  # one is enough; a bomb has millions
         problems.append(Problem("E011", "YAML aliases (*name) are not supported", loc,
                                 hint="use the deployment's defaults or overrides instead"))
+    return True
 
 
 def _construct_scalar(node: Node, loc: Location, problems: list[Problem]) -> Any:
     # Only YAML's core scalar types: timestamps and binaries would surprise an operator.
     tag = node.tag
-    if tag == _STR:
-        return node.value
     fn = _CONSTRUCT.get(tag)
     if fn is not None:
         try:

@@ -114,10 +114,7 @@ def _load_service_files(sdir: Path, problems: list[Problem], broken: set[str],
     base = str(sdir)
     for n in service_files(sdir):
         if (svc := reuse.get(os.path.join(base, n))) is not None:
-            if svc.name in out or svc.name in reused:
-                problems.append(Problem("E105", f"service {svc.name!r} is defined twice", svc.loc,
-                                        "name", hint=f"also defined in {_source_of(svc.name, out, reused)}"))
-            else:
+            if not _defined_before(svc.name, svc.loc, out, reused, problems):
                 reused[svc.name] = svc
             continue
         path = sdir / n
@@ -143,16 +140,23 @@ def _load_service_files(sdir: Path, problems: list[Problem], broken: set[str],
                                     Location(str(path)), "name",
                                     "use lower-case letters, digits and '-', starting with a letter"))
             continue
-        if name in out or name in reused:
-            problems.append(Problem("E105", f"service {name!r} is defined twice", m.loc, "name",
-                                    hint=f"also defined in {_source_of(name, out, reused)}"))
-            continue
-        out[name] = m
+        if not _defined_before(name, m.loc, out, reused, problems):
+            out[name] = m
     return out, reused
 
 
-def _source_of(name: str, loaded: dict[str, Mapping], reused: dict[str, Service]) -> str:
-    return loaded[name].source if name in loaded else str(reused[name].source)
+def _defined_before(name: str, loc: Location, loaded: dict[str, Mapping],
+                    reused: dict[str, Service], problems: list[Problem]) -> bool:
+    """E105 when ``name`` came from another file already (a.yaml next to a.yml)."""
+    if name in loaded:
+        first = loaded[name].source
+    elif name in reused:
+        first = str(reused[name].source)
+    else:
+        return False
+    problems.append(Problem("E105", f"service {name!r} is defined twice", loc, "name",
+                            hint=f"also defined in {first}"))
+    return True
 
 
 def _mapping_or_empty(top: Mapping, key: str, problems: list[Problem]) -> Mapping | None:

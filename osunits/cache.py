@@ -5,7 +5,8 @@ is ``$OSUNITS_CACHE_DIR``, else /var/cache/osunits (root), else ~/.cache/osunits
 ``OSUNITS_CACHE_DIR=`` (empty) runs without any cache.
 
 A validated deployment is kept when it loaded without errors, keyed by the stat of
-every file it was read from (inode, size, mtime, ctime) and of osunits' own modules.
+every file it was read from (device, inode, size, mtime, ctime), of the code that
+validated it (osunits and PyYAML) and by the Python version.
 ctime cannot be set from user space, so any write to an input changes the key.  A
 file changed within ``RACY_NS`` of being read is not cached: a second write in the
 same clock tick could leave its stat unchanged (git's "racily clean" files).  When

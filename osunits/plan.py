@@ -114,7 +114,7 @@ def _init_bytecode() -> bytes:
     source = INIT_SOURCE.read_bytes()
     source_hash = importlib.util.source_hash(source)
     d = cache.directory("pyc")  # compiling takes longer than the rest of planning 20 services
-    path = d / f"init.{sys.implementation.cache_tag}.pyc" if d else None
+    path = d / _pyc_path(INSTALLED).name if d else None
     if path and (pyc := cache.read(path, b"")) is not None and pyc[8:16] == source_hash:
         return pyc
     code = compile(source, "/run/osunits/lib/init.py", "exec", dont_inherit=True)

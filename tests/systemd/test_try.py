@@ -6,6 +6,7 @@ import shutil
 from pathlib import Path
 
 import pytest
+from click.testing import Result
 from typer.testing import CliRunner
 
 from osunits.cli import app
@@ -35,13 +36,19 @@ def test_try_starts_reports_and_cleans_up() -> None:
     assert not leftovers(name)
 
 
-def test_try_reports_a_failure_and_exits_1(tmp_path: Path) -> None:
+def _try_edited(tmp_path: Path, file: str, old: str, new: str,
+                env: dict[str, str] | None = None) -> Result:
+    """`osunits try` on a copy of the fast deployment with one edit."""
     _skip_without_testbed()
     dep = tmp_path / "dep"
     shutil.copytree(FAST, dep)
-    api = dep / "services/api.yaml"
-    api.write_text(api.read_text().replace('DB: "db"', 'DB: "nowhere"'))
-    res = CliRunner().invoke(app, ["try", "-H", "t1", "-d", str(dep)])
+    f = dep / file
+    f.write_text(f.read_text().replace(old, new))
+    return CliRunner().invoke(app, ["try", "-H", "t1", "-d", str(dep)], env=env)
+
+
+def test_try_reports_a_failure_and_exits_1(tmp_path: Path) -> None:
+    res = _try_edited(tmp_path, "services/api.yaml", 'DB: "db"', 'DB: "nowhere"')
     assert res.exit_code == 1, res.output
     assert "FAILED api: job failed, the service exited with status 1" in res.output
     assert "cancelled because of it: worker" in res.output
@@ -49,13 +56,8 @@ def test_try_reports_a_failure_and_exits_1(tmp_path: Path) -> None:
 
 
 def test_try_names_missing_images(tmp_path: Path) -> None:
-    _skip_without_testbed()
-    dep = tmp_path / "dep"
-    shutil.copytree(FAST, dep)
-    y = dep / "deployment.yaml"
-    y.write_text(y.read_text().replace("rootfs: host", "rootfs: not-built-here"))
-    res = CliRunner().invoke(app, ["try", "-H", "t1", "-d", str(dep)],
-                             env={"OSUNITS_IMAGES_ROOT": str(tmp_path / "empty")})
+    res = _try_edited(tmp_path, "deployment.yaml", "rootfs: host", "rootfs: not-built-here",
+                      env={"OSUNITS_IMAGES_ROOT": str(tmp_path / "empty")})
     assert res.exit_code == 2
     assert "root filesystems not built on this machine: not-built-here" in res.output
     assert "osunits rootfs build not-built-here" in res.output

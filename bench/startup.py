@@ -449,7 +449,7 @@ def unit_memory(sd: Any, tb: Testbed, units: list[str]) -> list[dict[str, int]]:
 
 def start_target(sd: Any, g: dict[str, Svc], tb: Testbed) -> dict[str, Any]:
     """One timed `start` of openstack.target; each service's readiness time from t0."""
-    from osunits.runtime import unit_of
+    from osunits.systemd.units import unit_of
 
     oc, cw = start_all(sd, tb, f"start of {len(g)} with readiness delays")
     wall = cw.result["wall_s"]
@@ -508,7 +508,8 @@ def readiness_lag(g: dict[str, Svc], ready: dict[str, float]) -> list[float]:
 
 
 def bench_graph(n: int, reps: int, serial: bool, work: Path) -> dict[str, Any]:
-    from osunits.runtime import Systemd, unit_of
+    from osunits.runtime import Systemd
+    from osunits.systemd.units import unit_of
 
     g = synth_graph(n)
     facts = graph_facts(g)
@@ -561,7 +562,8 @@ def _check_clean(tb: Testbed) -> None:
 def bench_overhead(sizes: list[int], reps: int, watch_events: int, work: Path
                    ) -> dict[str, Any]:
     """Payload `sleep infinity`, readiness none, no dependencies: the container's own cost."""
-    from osunits.runtime import SERVICE, UNIT, Systemd, unit_of
+    from osunits.runtime import SERVICE, UNIT, Systemd
+    from osunits.systemd.units import unit_of
 
     n_max = max(sizes)
     g = {f"svc{i:02d}": Svc(f"svc{i:02d}", 0.0, [], 1) for i in range(n_max)}
@@ -612,7 +614,7 @@ def bench_overhead(sizes: list[int], reps: int, watch_events: int, work: Path
 
 def single_latency(sd: Any, tb: Testbed, reps: int) -> dict[str, Any]:
     """Job latency of one container alone, and of the same payload as a plain unit."""
-    from osunits.runtime import unit_of
+    from osunits.systemd.units import unit_of
 
     def once(units: list[str]) -> dict[str, float]:
         # Untimed: clear start rate limits (5 starts in 10 s by default), and let the
@@ -652,7 +654,8 @@ WATCH_CHILD = "watch-child"
 
 def watch_child(address: str, service: str) -> None:
     """Run in a process of its own: print each watch() event as JSON, at once."""
-    from osunits.runtime import Systemd, unit_of
+    from osunits.runtime import Systemd
+    from osunits.systemd.units import unit_of
 
     with Systemd(address) as w:
         it = w.watch([unit_of(service)])
@@ -668,7 +671,7 @@ def watch_latency(sd: Any, tb: Testbed, events: int) -> dict[str, Any]:
     work to begin the stop), and systemd's StateChangeTimestamp of the final
     `active` -> the moment watch() yields it (pure notification path).
     """
-    from osunits.runtime import unit_of
+    from osunits.systemd.units import unit_of
 
     unit = unit_of("svc00")
     sd.run_jobs([unit], "start", 60)

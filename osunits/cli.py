@@ -6,12 +6,14 @@ Exit codes: 0 success (and for --diff/--dry-run/check-deps: nothing to report),
 
 # No `from __future__ import annotations` here: typer would then eval every option's
 # annotation string on every run (8 ms of a 120 ms `generate`).
+import contextlib
 import json
 import os
 import sys
+from collections.abc import Iterator
 from enum import StrEnum
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 
@@ -193,7 +195,9 @@ ServicesArg = Annotated[list[str] | None, typer.Argument(
     help="Services (default: the host's openstack.target)", show_default=False)]
 
 
-def _systemd(bus: str | None):  # type: ignore[no-untyped-def]
+@contextlib.contextmanager
+def _systemd(bus: str | None) -> Iterator[Any]:
+    """A connection to systemd; a name that is not this host's (LookupError) is exit 2."""
     try:
         from osunits.runtime import Systemd
     except ImportError:
@@ -201,11 +205,17 @@ def _systemd(bus: str | None):  # type: ignore[no-untyped-def]
               file=sys.stderr)
         raise typer.Exit(2) from None
     try:
-        return Systemd(bus)
+        sd = Systemd(bus)
     except Exception as e:  # noqa: BLE001 - pystemd raises its own DBusError
         print(f"osunits: cannot reach systemd on {bus or 'the system bus'}: {e}",
               file=sys.stderr)
         raise typer.Exit(2) from None
+    with sd:
+        try:
+            yield sd
+        except LookupError as e:
+            print(f"osunits: {e}", file=sys.stderr)
+            raise typer.Exit(2) from None
 
 
 def _run_verb(verb: str, services: list[str] | None, bus: str | None, timeout: float) -> None:
@@ -217,9 +227,6 @@ def _run_verb(verb: str, services: list[str] | None, bus: str | None, timeout: f
         except TimeoutError as e:
             print(f"osunits: {e}", file=sys.stderr)
             raise typer.Exit(1) from None
-        except LookupError as e:
-            print(f"osunits: {e}", file=sys.stderr)
-            raise typer.Exit(2) from None
         control.report_outcome(sd, verb, oc, print)
     if not oc.ok:
         raise typer.Exit(1)
@@ -254,11 +261,7 @@ def status(bus: BusOpt = None,
     from osunits import control
 
     with _systemd(bus) as sd:
-        try:
-            st = control.status(sd)
-        except LookupError as e:
-            print(f"osunits: {e}", file=sys.stderr)
-            raise typer.Exit(2) from None
+        st = control.status(sd)
     print(json.dumps(st, indent=2, sort_keys=True) if as_json else control.format_status(st))
     if st["active"] != "active" or any(r["active"] != "active" for r in st["services"]):
         raise typer.Exit(1)
@@ -272,7 +275,7 @@ def watch(services: ServicesArg = None, bus: BusOpt = None,
     import time
 
     from osunits import control
-    from osunits.runtime import TARGET, unit_of
+    from osunits.systemd.units import TARGET, unit_of
 
     with _systemd(bus) as sd:
         units = [unit_of(s) for s in services] if services else [*sd.target_members(), TARGET]
@@ -290,11 +293,7 @@ def why(service: str, bus: BusOpt = None) -> None:
     from osunits import control
 
     with _systemd(bus) as sd:
-        try:
-            lines = control.why(sd, service)
-        except LookupError as e:
-            print(f"osunits: {e}", file=sys.stderr)
-            raise typer.Exit(2) from None
+        lines = control.why(sd, service)
     print("\n".join(lines))
     if len(lines) > 1 or " is running " not in lines[0]:
         raise typer.Exit(1)
@@ -305,8 +304,7 @@ def logs(service: str, bus: BusOpt = None,
          follow: Annotated[bool, typer.Option("--follow", "-f")] = False,
          lines: Annotated[int, typer.Option("--lines", "-n")] = 50) -> None:
     """Show SERVICE's journal (its container's output, and the container's own journal)."""
-    from osunits.control import journal_args
-    from osunits.runtime import unit_of
+    from osunits.systemd.units import journal_args, unit_of
 
     argv = ["journalctl", *journal_args(bus), "-u", unit_of(service), "-n", str(lines),
             "--no-pager"]

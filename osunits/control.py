@@ -8,7 +8,6 @@ Requires=/Wants=/After= — so it works on a host that has no deployment copy.
 from __future__ import annotations
 
 import datetime as dt
-import re
 import shutil
 import subprocess
 import time
@@ -16,26 +15,11 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from osunits.runtime import (
-    JOB_OK,
-    SERVICE,
-    TARGET,
-    UNIT,
-    UNIT_PREFIX,
-    JobEnd,
-    Systemd,
-    service_of,
-    unit_of,
-)
+from osunits.runtime import JOB_OK, SERVICE, UNIT, JobEnd, Systemd
+from osunits.systemd.units import TARGET, UNIT_PREFIX, journal_args, service_of, unit_of
 
 Print = Callable[[str], None]
 _NO_VALUE = (1 << 64) - 1  # systemd's "unset" for unsigned properties
-
-
-def journal_args(address: str | None) -> list[str]:
-    """journalctl arguments reaching the journal of the systemd behind ``address``."""
-    m = re.match(r"^unix:path=(/proc/\d+/root)/", address or "")
-    return ["--root", m.group(1)] if m else []
 
 
 def last_log_lines(unit: str, address: str | None, n: int = 10) -> list[str]:
@@ -192,8 +176,7 @@ def format_status(st: dict[str, Any]) -> str:
 def check_known(sd: Systemd, services: list[str]) -> None:
     """Refuse names that are not services of this host's target (LookupError)."""
     members = {service_of(u) for u in sd.target_members()}
-    unknown = [s for s in services if service_of(unit_of(s)) not in members
-               and not s.endswith((".service", ".target", ".socket"))]
+    unknown = [s for s in services if unit_of(s) != s and s not in members]
     if unknown:
         raise LookupError(f"not a service of this host: {', '.join(unknown)} "
                           f"(services: {', '.join(sorted(members))})")
@@ -224,15 +207,15 @@ def _why(sd: Systemd, unit: str) -> list[str]:
         lines.append(f"  {explain_result(p)}")
     # requirements that are not up explain a cancelled start
     for dep in sorted(set(p.get("Requires", [])) | set(p.get("BindsTo", []))):
-        if not dep.startswith(("systemd-nspawn@", "osunits-")):
+        if not dep.startswith((UNIT_PREFIX, "osunits-")):
             continue  # slices, mounts: systemd's own plumbing
         dp = sd.properties(dep)
         # network units come and go with their container: only a failure of theirs counts
         if dp.get("ActiveState") != "active" and (
-                dep.startswith("systemd-nspawn@") or dp.get("ActiveState") == "failed"):
+                dep.startswith(UNIT_PREFIX) or dp.get("ActiveState") == "failed"):
             lines.append(f"  it requires {service_of(dep)}, which is {dp.get('ActiveState')} "
                          f"({dp.get('SubState')}): a start of {name} is cancelled with it")
-            if dep.startswith("systemd-nspawn@"):
+            if dep.startswith(UNIT_PREFIX):
                 lines += ["  " + ln for ln in _why(sd, dep)[1:]]
             else:  # a gate or network unit: its own last words say why
                 lines += ["    " + ln for ln in last_log_lines(dep, sd.address, 8)

@@ -66,8 +66,8 @@ def run(unit_dir: Path, dep_dir: Path, root: Path = Path("/")) -> int:
 
 
 def _write_failure_units(unit_dir: Path) -> None:
-    from osunits.plan import TARGET
     from osunits.render import render_unit
+    from osunits.systemd.units import TARGET
 
     unit_dir.mkdir(parents=True, exist_ok=True)
     (unit_dir / FAILED_UNIT).write_text(render_unit(

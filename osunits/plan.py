@@ -38,6 +38,7 @@ from osunits.model import DependencyKind, Deployment, Host, NetworkMode, Service
 from osunits.network import netns_name, veth_name
 from osunits.render import ConfigRenderer, render_text, render_unit
 from osunits.systemd.escape import EscapeError
+from osunits.systemd.units import TARGET, unit_of
 
 OSUNITS_LIB = PurePosixPath("/var/lib/osunits")
 ROOTFS_DIR = OSUNITS_LIB / "rootfs"  # images persist in /var whatever the layout
@@ -48,7 +49,6 @@ INIT_BOOT = ("import sys; sys.path[:0] = ['/run/osunits/lib']; import init; "
              "sys.exit(init.main(sys.argv))")
 CONFIG_CONTAINER_PATH = "/run/osunits/config"  # the init copies files from here into place
 INIT_SOURCE = Path(__file__).parent / "container" / "init.py"
-TARGET = "openstack.target"
 BRIDGE_UNIT = "osunits-bridge.service"
 READY_UNIT = "osunits-ready"
 NAT_TABLE = "osunits"
@@ -125,10 +125,6 @@ def _init_bytecode() -> bytes:
     return pyc
 
 
-def unit_name(service: str) -> str:
-    return f"systemd-nspawn@{service}.service"
-
-
 @dataclass(frozen=True, slots=True)
 class PlannedFile:
     path: PurePosixPath  # absolute, as on the host
@@ -182,7 +178,7 @@ def plan_host(dep: Deployment, host_name: str, layout: Layout = INSTALLED) -> Ho
     extra = _plan_network(dep, host, layout, addresses, gates)
     files += extra
     # Containers want their own published sockets; the readiness endpoint serves the host.
-    wanted = [unit_name(s.name) for s in host.services] + sorted(
+    wanted = [unit_of(s.name) for s in host.services] + sorted(
         str(f.path.name) for f in extra if f.path.name == f"{READY_UNIT}.socket")
     files.append(PlannedFile(layout.units / TARGET, render_unit(
         "openstack.target.j2", host=host.name, units=wanted).encode(), source="deployment.yaml"))
@@ -329,7 +325,7 @@ def _plan_service(dep: Deployment, host: Host, svc: Service, renderer: ConfigRen
     deps: dict[str, list[str]] = {str(k): [] for k in DependencyKind}
     for d in svc.dependencies:
         if host.service(d.name) is not None:
-            deps[str(d.kind)].append(unit_name(d.name))
+            deps[str(d.kind)].append(unit_of(d.name))
         elif d.name in gates and d.kind is not DependencyKind.AFTER:
             deps[str(d.kind)].append(gate_unit(d.name))
     binds_to: list[str] = []
@@ -354,16 +350,16 @@ def _plan_service(dep: Deployment, host: Host, svc: Service, renderer: ConfigRen
                    "port": p.host_port}
             sockets.append(publish_unit(svc.name, p.host_port, "socket"))
             files.append(PlannedFile(layout.units / sockets[-1], render_unit(
-                "publish.socket.j2", listen=listen, container=unit_name(svc.name), **ctx)
+                "publish.socket.j2", listen=listen, container=unit_of(svc.name), **ctx)
                 .encode(), source=source))
             files.append(PlannedFile(
                 layout.units / publish_unit(svc.name, p.host_port, "service"),
-                render_unit("publish.service.j2", container=unit_name(svc.name),
+                render_unit("publish.service.j2", container=unit_of(svc.name),
                             dest=f"{address}:{p.container_port}", **ctx).encode(),
                 source=source))
     after = sorted(deps["requires"] + deps["wants"] + deps["after"])
     files.append(PlannedFile(
-        layout.units / f"{unit_name(svc.name)}.d" / DROPIN_NAME,
+        layout.units / f"{unit_of(svc.name)}.d" / DROPIN_NAME,
         render_unit(
             "service.dropin.j2", svc=svc, host=host.name, source=source, target=TARGET,
             requires=sorted(deps["requires"]), wants=sorted(deps["wants"] + sockets),

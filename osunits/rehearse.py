@@ -60,7 +60,8 @@ def rehearse(dep: Deployment, host: str, *, out: Print, timeout: float = 600,
     plan = plan_host(dep, host)
     binds = image_binds(dep, host, images_root)
     from osunits import control
-    from osunits.runtime import Systemd, service_of
+    from osunits.runtime import Systemd
+    from osunits.systemd.units import service_of
 
     with tempfile.TemporaryDirectory(prefix="osunits-try-") as tmp:
         write_files(Path(tmp), plan.files)

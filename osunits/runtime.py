@@ -19,6 +19,8 @@ from typing import Any
 
 from pystemd.dbuslib import DBus, DBusAddress, apply_signature
 
+from osunits.systemd.units import TARGET, UNIT_PREFIX
+
 SYSTEMD = b"org.freedesktop.systemd1"
 SYSTEMD_PATH = b"/org/freedesktop/systemd1"
 MANAGER = b"org.freedesktop.systemd1.Manager"
@@ -28,25 +30,10 @@ PROPERTIES = b"org.freedesktop.DBus.Properties"
 MACHINED = b"org.freedesktop.machine1"
 MACHINED_PATH = b"/org/freedesktop/machine1"
 MACHINED_MANAGER = b"org.freedesktop.machine1.Manager"
-TARGET = "openstack.target"
-UNIT_PREFIX = "systemd-nspawn@"
-UNIT_SUFFIX = ".service"
 
 # Job results (systemd.unit(5), JobRemoved): only "done" is success.
 JOB_OK = "done"
 
-
-def service_of(unit: str) -> str:
-    """systemd-nspawn@keystone.service → keystone (other units unchanged)."""
-    if unit.startswith(UNIT_PREFIX) and unit.endswith(UNIT_SUFFIX):
-        return unit[len(UNIT_PREFIX):-len(UNIT_SUFFIX)]
-    return unit
-
-
-def unit_of(service: str) -> str:
-    if service.endswith((".service", ".target")):
-        return service
-    return f"{UNIT_PREFIX}{service}{UNIT_SUFFIX}"
 
 
 def _s(v: Any) -> Any:

@@ -78,3 +78,12 @@ def test_templates_cannot_print_unescaped_values() -> None:
         _finalize("raw")
     with pytest.raises(UnescapedValue):
         _finalize(5)
+
+
+def test_unit_names() -> None:
+    from osunits.systemd.units import service_of, unit_of
+
+    assert unit_of("keystone") == "systemd-nspawn@keystone.service"
+    assert service_of(unit_of("keystone")) == "keystone"
+    for unit in ("openstack.target", "osunits-publish-a-80.socket", "x.service", "m.mount"):
+        assert unit_of(unit) == unit and service_of(unit) == unit

@@ -23,7 +23,8 @@ NET = REPO / "tests" / "fixtures" / "netdeploy"
 pystemd = pytest.importorskip("pystemd")
 
 from osunits import control  # noqa: E402  (needs pystemd)
-from osunits.runtime import Systemd, unit_of  # noqa: E402
+from osunits.runtime import Systemd  # noqa: E402
+from osunits.systemd.units import unit_of  # noqa: E402
 
 FETCH = ("/usr/bin/python3", "-c",
          "import sys,urllib.request;print(urllib.request.urlopen(sys.argv[1],timeout=3)"
@@ -156,8 +157,9 @@ def test_published_port_follows_its_container(lab: dict[str, Testbed]) -> None:
         assert res.returncode != 0 and "Connection refused" in res.stderr
     assert CliRunner().invoke(cli_app, ["start", "web2", *bus]).exit_code == 0
     assert a.run([*FETCH, "http://127.0.0.1:8082/"]).stdout.strip() == "web2 on a"
-    res = CliRunner().invoke(cli_app, ["start", "nope", *bus])
-    assert res.exit_code == 2 and "not a service of this host: nope" in res.output
+    for verb in ("start", "why"):
+        res = CliRunner().invoke(cli_app, [verb, "nope", *bus])
+        assert res.exit_code == 2 and "not a service of this host: nope" in res.output
     _stop(a)
 
 

@@ -24,7 +24,8 @@ FAST = REPO / "tests" / "fixtures" / "fastdeploy"
 pystemd = pytest.importorskip("pystemd")
 
 from osunits import control  # noqa: E402  (needs pystemd)
-from osunits.runtime import Systemd, unit_of  # noqa: E402
+from osunits.runtime import Systemd  # noqa: E402
+from osunits.systemd.units import unit_of  # noqa: E402
 
 
 def generate(dep: Path, root: Path) -> None:

@@ -1,0 +1,32 @@
+"""osunits' unit names, and reaching their journal: what needs no D-Bus (no pystemd)."""
+
+from __future__ import annotations
+
+import re
+
+TARGET = "openstack.target"
+UNIT_PREFIX = "systemd-nspawn@"
+UNIT_SUFFIX = ".service"
+# systemd.unit(5)'s unit types: a name ending in one is a unit already.
+_UNIT_TYPES = (".service", ".socket", ".target", ".device", ".mount", ".automount", ".swap",
+               ".path", ".timer", ".slice", ".scope")
+
+
+def unit_of(service: str) -> str:
+    """keystone → systemd-nspawn@keystone.service (a unit name is kept as it is)."""
+    if service.endswith(_UNIT_TYPES):
+        return service
+    return f"{UNIT_PREFIX}{service}{UNIT_SUFFIX}"
+
+
+def service_of(unit: str) -> str:
+    """systemd-nspawn@keystone.service → keystone (other units unchanged)."""
+    if unit.startswith(UNIT_PREFIX) and unit.endswith(UNIT_SUFFIX):
+        return unit[len(UNIT_PREFIX):-len(UNIT_SUFFIX)]
+    return unit
+
+
+def journal_args(address: str | None) -> list[str]:
+    """journalctl arguments reaching the journal of the systemd behind ``address``."""
+    m = re.match(r"^unix:path=(/proc/\d+/root)/", address or "")
+    return ["--root", m.group(1)] if m else []

@@ -17,6 +17,7 @@ from typing import Annotated, Any
 
 import typer
 
+from osunits.deployment import deployment_dir, short_hostname
 from osunits.errors import DeploymentError, OsunitsError
 
 app = typer.Typer(
@@ -27,7 +28,6 @@ app = typer.Typer(
     help="Run co-located OpenStack services in systemd-nspawn containers, ordered by systemd.",
 )
 
-DEFAULT_DEPLOYMENT = Path("/etc/osunits")
 
 DeploymentOpt = Annotated[Path | None, typer.Option(
     "--deployment", "-d", help="Deployment directory [default: $OSUNITS_DEPLOYMENT, "
@@ -37,15 +37,8 @@ HostOpt = Annotated[str | None, typer.Option(
     show_default=False)]
 
 
-def deployment_dir(opt: Path | None) -> Path:
-    if opt is not None:
-        return opt
-    env = os.environ.get("OSUNITS_DEPLOYMENT")
-    return Path(env) if env else DEFAULT_DEPLOYMENT
-
-
 def default_host(opt: str | None) -> str:
-    return opt or os.uname().nodename.split(".")[0]  # gethostname(2) without socket's import
+    return opt or short_hostname()
 
 
 def _fail(err: OsunitsError, writes: bool = True) -> typer.Exit:
@@ -183,9 +176,9 @@ def install_generator(
 @app.command()
 def schema() -> None:
     """Print the JSON Schema of service definitions (for editors)."""
-    from osunits.jsonschema import service_schema
+    from osunits.docgen import render_schema
 
-    print(json.dumps(service_schema(), indent=2, sort_keys=True))
+    sys.stdout.write(render_schema())
 
 
 BusOpt = Annotated[str | None, typer.Option(

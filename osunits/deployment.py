@@ -11,13 +11,29 @@ from __future__ import annotations
 import gc
 import os
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from osunits import cache
-from osunits.model import Deployment
+if TYPE_CHECKING:  # imported when loading: the CLI's runtime commands need neither
+    from osunits.cache import Previous
+    from osunits.model import Deployment
 
+DEFAULT_DEPLOYMENT = Path("/etc/osunits")
 DEPLOYMENT_FILE = "deployment.yaml"
 SERVICES_DIR = "services"
 TEMPLATES_DIR = "templates"
+
+
+def deployment_dir(given: Path | None = None) -> Path:
+    """``--deployment DIR``, else ``$OSUNITS_DEPLOYMENT``, else /etc/osunits."""
+    if given is not None:
+        return given
+    env = os.environ.get("OSUNITS_DEPLOYMENT")
+    return Path(env) if env else DEFAULT_DEPLOYMENT
+
+
+def short_hostname() -> str:
+    """This machine's host name up to the first dot (gethostname(2), without socket)."""
+    return os.uname().nodename.split(".")[0]
 
 
 def load_deployment(root: Path) -> Deployment:
@@ -25,6 +41,8 @@ def load_deployment(root: Path) -> Deployment:
     # Nearly everything allocated here lives on as the model: the cyclic collector would
     # only rescan it, again and again (a third of check-deps' time at 10 000 services).
     # Frozen afterwards, later collections skip it too.
+    from osunits import cache
+
     enabled = gc.isenabled()
     gc.disable()
     try:
@@ -36,7 +54,7 @@ def load_deployment(root: Path) -> Deployment:
             gc.enable()
 
 
-def _build(root: Path, previous: cache.Previous | None) -> Deployment:
+def _build(root: Path, previous: Previous | None) -> Deployment:
     from osunits import validate
 
     # A service is built from its own file and deployment.yaml (defaults, overrides): while

@@ -31,7 +31,9 @@ def _host(dep_dir: Path) -> str:
     try:
         return (dep_dir / HOST_FILE).read_text().strip()
     except OSError:
-        return os.uname().nodename.split(".")[0]  # gethostname(2) without socket's import
+        from osunits.deployment import short_hostname
+
+        return short_hostname()
 
 
 def run(unit_dir: Path, dep_dir: Path, root: Path = Path("/")) -> int:
@@ -84,11 +86,11 @@ def _write_failure_units(unit_dir: Path) -> None:
 def main(argv: list[str] | None = None) -> int:
     args = sys.argv[1:] if argv is None else argv
     unit_dir = Path(args[0]) if args else Path("/run/systemd/generator")
-    dep_dir = Path(os.environ.get("OSUNITS_DEPLOYMENT", "/etc/osunits"))
     from osunits import cache
+    from osunits.deployment import deployment_dir
 
     cache.read_only = True  # systemd.generator(7): write only to the output directories
-    return run(unit_dir, dep_dir)
+    return run(unit_dir, deployment_dir())
 
 
 if __name__ == "__main__":

@@ -123,7 +123,7 @@ def _ts(usec: int) -> str:
 
 
 def _mem(v: int | None) -> str:
-    if v is None or v == _NO_VALUE:
+    if v is None:  # status() maps systemd's "unset" to None
         return "-"
     for unit in ("B", "K", "M", "G"):
         if v < 1024:

@@ -22,7 +22,7 @@ Cleanup even when the test run is killed: nspawn runs in its own session with
 dies), and a small watchdog process holding a pipe from us SIGTERMs it when the pipe
 closes without a goodbye, then SIGKILLs its process group 15 s later.
 
-Stdlib only; pystemd is used only by :meth:`Testbed.dbus` if installed.
+Stdlib only: clients reach the test host's systemd at :attr:`Testbed.bus_address`.
 """
 
 from __future__ import annotations
@@ -346,14 +346,6 @@ class Testbed:
         dest.write_text(text)
         dest.chmod(mode)
         return dest
-
-    def dbus(self) -> Any:
-        """An open pystemd connection to the test host's system bus (needs pystemd)."""
-        from pystemd.dbuslib import DBusAddress
-
-        bus = DBusAddress(self.bus_address, False)
-        bus.open()
-        return bus
 
 
 def leftovers(name: str) -> list[str]:

@@ -135,7 +135,7 @@ def _mem(v: int | None) -> str:
 def status(sd: Systemd) -> dict[str, Any]:
     target = sd.properties(TARGET)
     rows = []
-    for unit in sd.target_members():
+    for unit in sd.target_members(TARGET, target):
         p = sd.properties(unit, UNIT, SERVICE)
         mem = p.get("MemoryCurrent")
         rows.append({

@@ -205,9 +205,11 @@ class Systemd:
                     out.append(str(addr))
         return out
 
-    def target_members(self, target: str = TARGET) -> list[str]:
-        """The services a generated target pulls in (its Wants=), from the live manager."""
-        props = self.properties(target)
+    def target_members(self, target: str = TARGET,
+                       props: dict[str, Any] | None = None) -> list[str]:
+        """The services a generated target pulls in (its Wants=), from the live manager
+        (or from ``props``, the target's properties when the caller has them)."""
+        props = props if props is not None else self.properties(target)
         if props.get("LoadState") != "loaded":
             raise LookupError(f"{target} is not loaded ({props.get('LoadState')}): "
                               "run `osunits generate` first")

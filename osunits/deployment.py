@@ -57,13 +57,15 @@ def load_deployment(root: Path) -> Deployment:
 def _build(root: Path, previous: Previous | None) -> Deployment:
     from osunits import validate
 
-    # A service is built from its own file and deployment.yaml (defaults, overrides): while
-    # both are unchanged, the previous model's builds of it stand.
-    if previous is None or str(root / DEPLOYMENT_FILE) not in previous.unchanged:
+    # A service is built from its own file and deployment.yaml's defaults, and per host
+    # from the overrides too: the previous model's builds stand while these are unchanged.
+    # Editing the inventory then costs no service file a reread.
+    if previous is None:
         return validate.build_deployment(root)
-    reuse = {str(s.source): s for s in previous.model.services
-             if str(s.source) in previous.unchanged}
-    return validate.build_deployment(root, reuse, previous.model.host_index())
+    old = previous.model
+    reuse = {str(s.source): s for s in old.services if str(s.source) in previous.unchanged}
+    hosts = old.host_index() if str(root / DEPLOYMENT_FILE) in previous.unchanged else None
+    return validate.build_deployment(root, reuse, hosts, old.defaults_key)
 
 
 def service_files(sdir: Path) -> list[str]:

@@ -220,6 +220,9 @@ class Deployment:
     roles: tuple[tuple[str, tuple[str, ...]], ...]
     services: tuple[Service, ...]  # base definitions, before overrides
     network: Network = Network()
+    # What the services took from deployment.yaml: its `defaults`, as written and where
+    # (a repr).  While that stays the same, a later build may reuse them (osunits.cache).
+    defaults_key: str = ""
     _hosts: dict[str, Host] = field(init=False, compare=False, repr=False)
     _placement: dict[str, tuple[str, ...]] = field(init=False, compare=False, repr=False)
 

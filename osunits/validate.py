@@ -35,12 +35,15 @@ _MERGED_KEYS = {"environment", "limits"}
 
 
 def build_deployment(root: Path, reuse: dict[str, Service] | None = None,
-                     reuse_hosts: dict[str, Host] | None = None) -> Deployment:
+                     reuse_hosts: dict[str, Host] | None = None,
+                     reuse_defaults: str = "") -> Deployment:
     """Read and validate the deployment in ``root`` (``deployment.load_deployment`` caches it).
 
-    With ``deployment.yaml`` unchanged since a previous build: ``reuse`` maps the service
-    files also unchanged to the services built from them, and ``reuse_hosts`` gives that
-    build's hosts, whose overridden copies of those services stand too."""
+    From a previous build: ``reuse`` maps the service files unchanged since to the services
+    built from them, which stand if ``defaults`` reads as it did then (``reuse_defaults``,
+    that build's ``defaults_key``); ``reuse_hosts`` gives that build's hosts, whose
+    overridden copies of those services stand too: pass them only when ``deployment.yaml``
+    is unchanged."""
     problems: list[Problem] = []
     top_path = root / DEPLOYMENT_FILE
     if not root.is_dir():
@@ -49,13 +52,16 @@ def build_deployment(root: Path, reuse: dict[str, Service] | None = None,
         raise DeploymentError([Problem("E000", f"no {DEPLOYMENT_FILE} here", Location(str(root)),
                                        hint="give --deployment DIR or set OSUNITS_DEPLOYMENT")])
     top = _collect(problems, lambda: load_yaml(top_path))
+    defaults = None if top is None else _mapping_or_empty(top, "defaults", problems)
+    defaults_key = repr(defaults)
+    if defaults_key != reuse_defaults:
+        reuse = None
     broken: set[str] = set()  # services whose file did not load: already reported
     raw_services, reused = _load_service_files(root / SERVICES_DIR, problems, broken, reuse or {})
     if top is None:
         raise DeploymentError(problems)
     problems += fields.check_keys(top, fields.DEPLOYMENT_KEYS, "deployment.yaml")
 
-    defaults = _mapping_or_empty(top, "defaults", problems)
     if defaults is not None:
         problems += fields.check_keys(defaults, FIELDS_BY_KEY, "defaults")
         if "name" in defaults.entries:
@@ -93,6 +99,7 @@ def build_deployment(root: Path, reuse: dict[str, Service] | None = None,
         roles=tuple(sorted((n, r[0]) for n, r in roles.items())),
         services=tuple(base[n] for n in sorted(base)),
         network=network,
+        defaults_key=defaults_key,
     )
 
 

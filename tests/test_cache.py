@@ -205,6 +205,29 @@ def test_edited_defaults_rebuild_everything(dep: Path, loads: list[str]) -> None
     assert {s.restart_sec for s in model.services} == {7}
 
 
+def test_an_inventory_edit_rereads_only_overridden_services(dep: Path, loads: list[str]) -> None:
+    load_deployment(dep)
+    loads.clear()
+    _edit(dep / "deployment.yaml", "address: 192.0.2.32", "address: 192.0.2.33")
+    incremental = load_deployment(dep)
+    # The services with overrides are read again to apply them; no other service file is.
+    assert sorted(loads) == ["deployment.yaml", "neutron-openvswitch-agent.yaml",
+                             "nova-compute.yaml"]
+    assert repr(incremental) == repr(validate.build_deployment(dep))
+    cmp02 = incremental.host("cmp02")
+    assert cmp02 is not None and cmp02.address == "192.0.2.33"
+
+
+def test_defaults_moved_in_the_file_rebuild_everything(dep: Path, loads: list[str]) -> None:
+    load_deployment(dep)
+    loads.clear()
+    # Same values, one line lower: locations that point into the defaults have moved.
+    _edit(dep / "deployment.yaml", "defaults:", "# a comment\ndefaults:")
+    incremental = load_deployment(dep)
+    assert len(loads) == 17
+    assert repr(incremental) == repr(validate.build_deployment(dep))
+
+
 def test_a_second_definition_of_a_reused_service_is_refused(dep: Path) -> None:
     load_deployment(dep)
     shutil.copy(dep / "services/horizon.yaml", dep / "services/horizon.yml")

@@ -17,7 +17,7 @@ from typing import Annotated, Any
 
 import typer
 
-from osunits.deployment import deployment_dir, short_hostname
+from osunits.deployment import deployment_dir, this_host
 from osunits.errors import DeploymentError, OsunitsError
 
 app = typer.Typer(
@@ -33,12 +33,13 @@ DeploymentOpt = Annotated[Path | None, typer.Option(
     "--deployment", "-d", help="Deployment directory [default: $OSUNITS_DEPLOYMENT, "
     "else /etc/osunits]", show_default=False)]
 HostOpt = Annotated[str | None, typer.Option(
-    "--host", "-H", help="Host of the inventory [default: this machine's short host name]",
-    show_default=False)]
+    "--host", "-H", help="Host of the inventory [default: $OSUNITS_HOST, else the content "
+    "of DIR/host, else this machine's short host name]", show_default=False)]
 
 
-def default_host(opt: str | None) -> str:
-    return opt or short_hostname()
+def default_host(opt: str | None, dep_dir: Path) -> tuple[str, str]:
+    """The host to compile for, and what named it (for the error if it is unknown)."""
+    return (opt, "--host") if opt else this_host(dep_dir)
 
 
 def _fail(err: OsunitsError, writes: bool = True) -> typer.Exit:
@@ -74,8 +75,8 @@ def generate(
     from osunits.plan import plan_host
 
     try:
-        dep = load_deployment(deployment_dir(deployment))
-        plan = plan_host(dep, default_host(host))
+        d = deployment_dir(deployment)
+        plan = plan_host(load_deployment(d), *default_host(host, d))
         result = write_files(root, plan.files, dry_run=dry_run or diff)
         for w in plan.warnings:
             print(w, file=sys.stderr)
@@ -316,11 +317,14 @@ def try_(
 ) -> None:
     """Rehearse HOST's deployment in a throwaway systemd host: start it, report, clean up."""
     from osunits.deployment import load_deployment
+    from osunits.plan import host_of
     from osunits.rehearse import env_images_root, rehearse
 
     try:
-        dep = load_deployment(deployment_dir(deployment))
-        ok = rehearse(dep, default_host(host), out=lambda s: print(s, flush=True),
+        d = deployment_dir(deployment)
+        dep = load_deployment(d)
+        ok = rehearse(dep, host_of(dep, *default_host(host, d)).name,
+                      out=lambda s: print(s, flush=True),
                       timeout=timeout, gate_timeout=gate_timeout,
                       images_root=env_images_root())
     except OsunitsError as e:

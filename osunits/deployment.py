@@ -19,6 +19,7 @@ if TYPE_CHECKING:  # imported when loading: the CLI's runtime commands need neit
 
 DEFAULT_DEPLOYMENT = Path("/etc/osunits")
 DEPLOYMENT_FILE = "deployment.yaml"
+HOST_FILE = "host"  # optional: DIR/host names this machine in the inventory
 SERVICES_DIR = "services"
 TEMPLATES_DIR = "templates"
 
@@ -34,6 +35,24 @@ def deployment_dir(given: Path | None = None) -> Path:
 def short_hostname() -> str:
     """This machine's host name up to the first dot (gethostname(2), without socket)."""
     return os.uname().nodename.split(".")[0]
+
+
+def this_host(root: Path) -> tuple[str, str]:
+    """This machine's name in the inventory of the deployment in ``root``, and what gave it.
+
+    ``$OSUNITS_HOST``, else the content of ``ROOT/host``, else the short host name: one rule
+    for `osunits generate`, `osunits try` and the generator, so that they agree."""
+    env = os.environ.get("OSUNITS_HOST")
+    if env:
+        return env, "$OSUNITS_HOST"
+    path = root / HOST_FILE
+    try:
+        name = path.read_text().strip()
+    except (OSError, UnicodeDecodeError):
+        name = ""
+    if name:
+        return name, str(path)
+    return short_hostname(), "this machine's host name"
 
 
 def load_deployment(root: Path) -> Deployment:

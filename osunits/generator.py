@@ -21,23 +21,9 @@ from pathlib import Path
 
 FAILED_UNIT = "osunits-generator-failed.service"
 ERRORS_FILE = Path("/run/osunits/generator-errors")
-HOST_FILE = "host"  # optional: /etc/osunits/host names this machine in the inventory
-
-
-def _host(dep_dir: Path) -> str:
-    env = os.environ.get("OSUNITS_HOST")
-    if env:
-        return env
-    try:
-        return (dep_dir / HOST_FILE).read_text().strip()
-    except OSError:
-        from osunits.deployment import short_hostname
-
-        return short_hostname()
-
 
 def run(unit_dir: Path, dep_dir: Path, root: Path = Path("/")) -> int:
-    from osunits.deployment import DEPLOYMENT_FILE, load_deployment
+    from osunits.deployment import DEPLOYMENT_FILE, load_deployment, this_host
     from osunits.errors import DeploymentError, OsunitsError
     from osunits.output import write_files
     from osunits.plan import Layout, plan_host
@@ -48,7 +34,7 @@ def run(unit_dir: Path, dep_dir: Path, root: Path = Path("/")) -> int:
     errors_file = root / str(ERRORS_FILE).lstrip("/")
     t0 = time.monotonic()
     try:
-        plan = plan_host(load_deployment(dep_dir), _host(dep_dir), layout)
+        plan = plan_host(load_deployment(dep_dir), *this_host(dep_dir), layout=layout)
         # The unit directory is emptied by systemd before each run: write it under "/".
         write_files(root, plan.files, layout=layout)
     except (OsunitsError, OSError) as e:  # OSError: e.g. a file system still read-only

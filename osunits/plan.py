@@ -147,11 +147,19 @@ class HostPlan:
     warnings: tuple[Problem, ...] = ()
 
 
-def plan_host(dep: Deployment, host_name: str, layout: Layout = INSTALLED) -> HostPlan:
-    host = dep.host(host_name)
+def host_of(dep: Deployment, name: str, given_by: str = "--host") -> Host:
+    """The inventory's host ``name``; an unknown one is an error naming ``given_by``."""
+    host = dep.host(name)
     if host is None:
-        raise DeploymentError([unknown_name("host", host_name, [h.name for h in dep.hosts],
-                                             None, "--host")])
+        raise DeploymentError([unknown_name("host", name, [h.name for h in dep.hosts],
+                                             None, given_by)])
+    return host
+
+
+def plan_host(dep: Deployment, host_name: str, given_by: str = "--host",
+              layout: Layout = INSTALLED) -> HostPlan:
+    """Everything to write for ``host_name`` (``given_by`` named it)."""
+    host = host_of(dep, host_name, given_by)
     report = check_deployment(dep, [host_name])
     errors = [p for p in report.problems if p.severity == "error"]
     if errors:

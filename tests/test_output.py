@@ -197,6 +197,42 @@ def test_deployment_from_environment(monkeypatch: pytest.MonkeyPatch, tmp_path: 
     assert res.exit_code == 2 and "deployment directory not found" in res.output
 
 
+def test_the_host_comes_from_one_rule(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    """--host, else $OSUNITS_HOST, else DIR/host, else the host name (as the generator)."""
+    import shutil
+
+    from osunits import deployment
+
+    dep = tmp_path / "dep"
+    shutil.copytree(EXAMPLE, dep)
+    monkeypatch.delenv("OSUNITS_HOST", raising=False)
+    monkeypatch.setattr(deployment, "short_hostname", lambda: "vm")
+
+    def generated(*argv: str) -> tuple[int, str]:
+        res = CliRunner().invoke(app, ["generate", "-d", str(dep), "--root",
+                                       str(tmp_path / "root"), "--dry-run", *argv])
+        return res.exit_code, res.output
+
+    code, out = generated()
+    assert code == 2
+    assert "error[E120]: this machine's host name: unknown host 'vm'" in out
+    (dep / "host").write_text("cmp01\n")
+    code, out = generated()
+    assert code == 1 and "nova-compute.nspawn" in out and "keystone" not in out
+    (dep / "host").write_text("nope\n")
+    code, out = generated()
+    assert code == 2 and f"error[E120]: {dep / 'host'}: unknown host 'nope'" in out
+    monkeypatch.setenv("OSUNITS_HOST", "net01")
+    code, out = generated()
+    assert code == 1 and "neutron-l3-agent.nspawn" in out
+    code, out = generated("-H", "ctl01")
+    assert code == 1 and "keystone.nspawn" in out
+    assert deployment.this_host(dep) == ("net01", "$OSUNITS_HOST")
+    monkeypatch.delenv("OSUNITS_HOST")
+    (dep / "host").write_text("  \n")  # empty: as if there were none
+    assert deployment.this_host(dep) == ("vm", "this machine's host name")
+
+
 def test_a_writeback_error_stops_before_any_rename(tmp_path: Path,
                                                    monkeypatch: pytest.MonkeyPatch) -> None:
     import ctypes

@@ -183,23 +183,29 @@ def gate_endpoint(dep: Service, host: Host) -> str:
     return f"ready {host.address}:{READY_PORT}/{dep.name}"
 
 
+def gated_on(dep: Deployment, h: Host, d: Dependency) -> tuple[Host, Service] | None:
+    """The other host's service that ``d``, a dependency of a service on ``h``, is gated on:
+    on the first host running it.  None when there is no gate: ``d`` is local, ``after:``
+    (ordering across hosts means nothing), or names a service placed on no host."""
+    if d.kind is DependencyKind.AFTER or h.service(d.name) is not None:
+        return None
+    remote = dep.placement().get(d.name, ())
+    rhost = dep.host(remote[0]) if remote else None
+    rsvc = rhost.service(d.name) if rhost is not None else None
+    return None if rhost is None or rsvc is None else (rhost, rsvc)
+
+
 def ready_endpoint_services(dep: Deployment, host: Host) -> list[str]:
-    """Services of ``host`` that other hosts' gates ask its readiness endpoint about: the
-    dependencies gate_endpoint answers with "ready" when ``host`` is the first running them."""
-    placement = dep.placement()
+    """Services of ``host`` that other hosts' gates ask its readiness endpoint about."""
     names: set[str] = set()
     for other in dep.hosts:
         if other.name == host.name:
             continue
         for s in other.services:
             for d in s.dependencies:
-                if (d.kind is DependencyKind.AFTER or d.name in names
-                        or other.service(d.name) is not None):
-                    continue
-                hosts = placement.get(d.name, ())
-                target = host.service(d.name)
-                if hosts and hosts[0] == host.name and target is not None \
-                        and gate_endpoint(target, host).startswith("ready "):
+                g = gated_on(dep, other, d)
+                if g is not None and g[0].name == host.name and \
+                        gate_endpoint(g[1], host).startswith("ready "):
                     names.add(d.name)
     return sorted(names)
 
@@ -273,13 +279,10 @@ def _check_host(dep: Deployment, h: Host, placement: dict[str, tuple[str, ...]],
                                         "is placed on no host", loc, str(d.kind),
                                         hint=f"add {d.name} to a role or host"))
                 continue
-            if d.kind is DependencyKind.AFTER:
-                continue  # ordering against another host's service has no meaning; nothing to gate
-            rhost = dep.host(remote[0])
-            rsvc = rhost.service(d.name) if rhost else None
-            assert rsvc is not None and rhost is not None
-            endpoint = gate_endpoint(rsvc, rhost)
-            cross.append(CrossHostEdge(h.name, s.name, d, remote, endpoint))
+            gated = gated_on(dep, h, d)
+            if gated is not None:
+                rhost, rsvc = gated
+                cross.append(CrossHostEdge(h.name, s.name, d, remote, gate_endpoint(rsvc, rhost)))
         order[s.name] = tuple(sorted(preds))
     _check_conflicts(h, problems)
     try:

@@ -171,7 +171,23 @@ def _connect(family, addr, timeout):
     return s
 
 
-class NoneCheck:
+class Check:
+    """A readiness check: poll() is True, False (tried, not yet) or None (still trying)."""
+
+    pid = None  # a check's own process, if it runs one
+    max_delay = BACKOFF_MAX
+
+    def retry_at(self, now, delay):
+        return now + delay
+
+    def reaped(self, status):
+        pass
+
+    def stop(self):
+        pass
+
+
+class NoneCheck(Check):
     def describe(self):
         return "none"
 
@@ -179,7 +195,7 @@ class NoneCheck:
         return True
 
 
-class NotifyCheck:
+class NotifyCheck(Check):
     """READY=1 arrives on our socket; the main loop sets .ready."""
 
     def __init__(self):
@@ -221,7 +237,7 @@ def _targets(host, port):
         return [(_socket.AF_INET, (host, port))]
 
 
-class TcpCheck:
+class TcpCheck(Check):
     """tcp:PORT (127.0.0.1 or ::1 accepts) or tcp:HOST:PORT / tcp:[V6]:PORT."""
 
     def __init__(self, arg):
@@ -247,7 +263,7 @@ class TcpCheck:
         return False
 
 
-class HttpCheck:
+class HttpCheck(Check):
     """http(s):URL answers with a status below 400 (a bare GET, no redirects followed)."""
 
     def __init__(self, url):
@@ -306,11 +322,12 @@ class HttpCheck:
         return False
 
 
-class CommandCheck:
+class CommandCheck(Check):
     """command:CMDLINE exits 0.  Runs as root with the service's environment,
     asynchronously; its output is kept and shown only if the check times out."""
 
     PER_TRY = 30.0
+    max_delay = BACKOFF_MAX_COMMAND
 
     def __init__(self, cmdline, env):
         self.argv = split_command(cmdline)
@@ -338,6 +355,9 @@ class CommandCheck:
         if self.result != 0:
             out = os.pread(self.out, 2000, 0).decode(errors="replace").strip()
             self.last_error = f"exit status {self.result}" + (f": {out}" if out else "")
+
+    def retry_at(self, now, delay):
+        return max(now + delay, now + (now - self.started))  # slow: not back to back
 
     def poll(self, now):
         if self.pid is None and self.result is None:
@@ -614,7 +634,7 @@ def main(argv):
                 break
             if pid == main_pid:
                 main_status = status
-            elif isinstance(check, CommandCheck) and pid == check.pid:
+            elif pid == check.pid:
                 check.reaped(status)
         if main_status is not None:
             break
@@ -628,11 +648,8 @@ def main(argv):
                 ready_status = getattr(check, "status", None) or f"ready ({ready_spec})"
                 host_notify.send(f"READY=1\nSTATUS={ready_status}")
             elif ok is False:
-                next_try = now + delay
-                if isinstance(check, CommandCheck):  # a slow check: do not run it back to back
-                    next_try = max(next_try, now + (now - check.started))
-                delay = min(delay * BACKOFF_FACTOR, BACKOFF_MAX_COMMAND
-                            if isinstance(check, CommandCheck) else BACKOFF_MAX)
+                next_try = check.retry_at(now, delay)
+                delay = min(delay * BACKOFF_FACTOR, check.max_delay)
             else:  # an attempt is still running (command): look again soon
                 next_try = now + 0.01
         if not ready and not stop_sig and deadline is not None and now >= deadline:
@@ -640,8 +657,7 @@ def main(argv):
             log(f"readiness check failed: {what} not satisfied after {timeout:g} s"
                 + (f" (last error: {err})" if err else "") + "; stopping the service")
             host_notify.status(f"readiness timeout: {what}")
-            if isinstance(check, CommandCheck):
-                check.stop()
+            check.stop()
             return stop_all(main_pid, None, grace, EXIT_TIMEOUT)
         # 4. wait for a signal, a notify datagram, or the next attempt
         rlist = [wake_r] + ([nsock] if nsock is not None else [])

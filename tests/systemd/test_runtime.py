@@ -26,6 +26,7 @@ pystemd = pytest.importorskip("pystemd")
 from osunits import control  # noqa: E402  (needs pystemd)
 from osunits.runtime import Systemd  # noqa: E402
 from osunits.systemd.units import unit_of  # noqa: E402
+from tests.systemd.bus import log_calls  # noqa: E402
 
 
 def generate(dep: Path, root: Path) -> None:
@@ -148,6 +149,38 @@ def test_failed_dependency_is_reported_with_cancelled_chain(
     finally:
         generate(FAST, root)
         fast.install_tree(root)
+
+
+def test_cancelled_chain_reads_each_unit_once(
+        fast: Testbed, sd: Systemd, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A start of a 20-unit Requires= chain whose root fails: finding what cancelled each
+    of the 19 others reads every unit's properties at most once in the whole run (it read
+    them once per cancelled unit: 241 GetAll), and says the same as before."""
+    n = 20
+    chain = [f"osunits-chain{i:02d}.service" for i in range(1, n + 1)]
+    for i, unit in enumerate(chain):
+        below = f"Requires={chain[i - 1]}\nAfter={chain[i - 1]}\n" if i else ""
+        fast.write(f"/etc/systemd/system/{unit}",
+                   f"[Unit]\n{below}[Service]\nType=oneshot\nRemainAfterExit=yes\n"
+                   f"ExecStart={'/bin/true' if i else '/bin/false'}\n")
+    fast.daemon_reload()
+    log = log_calls(monkeypatch)
+    try:
+        oc = control.run_verb(sd, "start", [chain[-1]], timeout=60, out=lambda s: None)
+        reads = log.of(sd, b"GetAll")
+        assert oc.failed == {chain[0]: "failed"}
+        assert oc.cancelled == {chain[0]: chain[1:]}
+        assert len(reads) <= 2 * n + 5, len(reads)
+        assert len(reads) == len(set(reads)), sorted(reads)  # no (unit, interface) twice
+        out: list[str] = []
+        control.report_outcome(sd, "start", oc, out.append)
+        assert out[0] == f"FAILED {chain[0]}: job failed, the service exited with status 1"
+        assert out[1] == "  cancelled because of it: " + ", ".join(chain[1:])
+    finally:
+        for unit in chain:
+            (fast.root / "etc/systemd/system" / unit).unlink()
+        fast.systemctl("reset-failed", check=False)
+        fast.daemon_reload()
 
 
 def test_crash_restarts_per_policy_and_dependents_follow(

@@ -56,20 +56,30 @@ def run_verb(sd: Systemd, verb: str, services: list[str], *, timeout: float,
     bad = {u: e.result for u, e in results.items() if e.result != JOB_OK}
     roots = {u: r for u, r in bad.items() if r != "dependency"}
     cancelled: dict[str, list[str]] = {u: [] for u in roots}
+    requires: dict[str, list[str]] = {}  # shared by the walks: each unit read once a run
     for u, r in sorted(bad.items()):
         if r == "dependency":
-            cause = _failed_cause(sd, u, set(roots))
+            cause = _failed_cause(sd, u, set(roots), requires)
             cancelled.setdefault(cause, []).append(u)
     return Outcome(not bad, results, roots, cancelled)
 
 
-def _failed_cause(sd: Systemd, unit: str, roots: set[str]) -> str:
-    """The failed unit that ``unit`` (transitively) requires."""
+def _failed_cause(sd: Systemd, unit: str, roots: set[str],
+                  requires: dict[str, list[str]]) -> str:
+    """The failed unit that ``unit`` (transitively) requires.
+
+    ``requires`` memoizes each unit's Requires= then BindsTo= (sorted) across the walks of
+    one run: the cancelled units of a chain share their requirements, and reading them
+    again for every walk cost a GetAll per unit per walk (quadratic in the chain).
+    """
     seen = {unit}
     todo = [unit]
     while todo:
-        props = sd.properties(todo.pop(0))
-        for dep in sorted(props.get("Requires", [])) + sorted(props.get("BindsTo", [])):
+        u = todo.pop(0)
+        if u not in requires:
+            props = sd.properties(u)
+            requires[u] = sorted(props.get("Requires", [])) + sorted(props.get("BindsTo", []))
+        for dep in requires[u]:
             if dep in roots:
                 return str(dep)
             if dep not in seen:

@@ -75,6 +75,9 @@ def rehearse(dep: Deployment, host: str, *, out: Print, timeout: float = 600,
             if plan.graph.cross_host:
                 out(f"note: {len(plan.graph.cross_host)} cross-host dependencies are not "
                     f"rehearsed; their gates give up after {gate_timeout} s")
+            # One connection to the test host for start, report and stop: after a start
+            # that timed out, its late JobRemoved signals are not the stop's jobs, and
+            # wait_jobs follows only the jobs it is given.
             with Systemd(tb.bus_address.decode()) as sd:
                 try:
                     oc = control.run_verb(sd, "start", [], timeout=timeout, out=out)
@@ -84,8 +87,7 @@ def rehearse(dep: Deployment, host: str, *, out: Print, timeout: float = 600,
                     out(f"osunits: {e}")
                     ok = False
                 out(control.format_status(control.status(sd)))
-            stop_t = time.monotonic()
-            with Systemd(tb.bus_address.decode()) as sd:
+                stop_t = time.monotonic()
                 stopped = control.run_verb(sd, "stop", [], timeout=120, out=lambda s: None)
             out(f"stopped all in {time.monotonic() - stop_t:.1f} s"
                 + ("" if stopped.ok else ": " + ", ".join(

@@ -1,10 +1,11 @@
 """Talking to systemd over D-Bus (pystemd): the only module that imports it.
 
 ``generate`` and ``check-deps`` never import this.  The client follows the
-verified rules in docs/design.md: subscribe first; signal callbacks are plain
-functions kept referenced for the connection's lifetime; the connection is
-driven by ``wait`` then draining ``process``; JobRemoved is the authoritative
-end of a job, PropertiesChanged is a snapshot to de-duplicate.
+verified rules in docs/design.md: subscribe before the first job or watch (and
+only then); signal callbacks are plain functions kept referenced for the
+connection's lifetime; the connection is driven by ``wait`` then draining
+``process``; JobRemoved is the authoritative end of a job, PropertiesChanged is
+a snapshot to de-duplicate.
 """
 
 from __future__ import annotations
@@ -33,7 +34,10 @@ MACHINED_MANAGER = b"org.freedesktop.machine1.Manager"
 
 # Job results (systemd.unit(5), JobRemoved): only "done" is success.
 JOB_OK = "done"
-
+# A watch matches PropertiesChanged per unit path up to this many paths, then all paths
+# at once: the system bus caps match rules per connection (dbus-daemon(1),
+# max_match_rules_per_connection, 512 by default).
+_MAX_PATH_MATCHES = 128
 
 
 def _s(v: Any) -> Any:
@@ -93,10 +97,15 @@ class Systemd:
             if iface == UNIT:
                 inbox.states.append((_s(msg.headers.get("Path", b"")), _s(changed)))
 
-        self._callbacks = (on_job_removed, on_properties)
-        self.bus.match_signal(SYSTEMD, SYSTEMD_PATH, MANAGER, b"JobRemoved", on_job_removed)
-        self.bus.match_signal(SYSTEMD, None, PROPERTIES, b"PropertiesChanged", on_properties)
-        self.call(b"Subscribe")
+        self._on_job_removed, self._on_properties = on_job_removed, on_properties
+        # Signals are asked for on first need (a one-shot call such as status or Reload
+        # needs none), and matched only as far as used: JobRemoved once jobs are
+        # followed, PropertiesChanged of the watched units' paths only.  pystemd cannot
+        # remove a match, so each is added once per connection.
+        self._subscribed = False
+        self._jobs_matched = False
+        self._state_paths: set[str] = set()  # unit paths whose PropertiesChanged match
+        self._all_states_matched = False  # past _MAX_PATH_MATCHES: one match for all
         self._paths: dict[str, str] = {}
 
     def close(self) -> None:
@@ -129,6 +138,37 @@ class Systemd:
 
     # --- manager ----------------------------------------------------------------------
 
+    def _subscribe(self) -> None:
+        # org.freedesktop.systemd1(5): systemd sends most unit and job signals only while
+        # at least one client has called Subscribe(); a client's subscription ends with
+        # its connection.
+        if not self._subscribed:
+            self.call(b"Subscribe")
+            self._subscribed = True
+
+    def _follow_jobs(self) -> None:
+        """Receive JobRemoved from now on: call before queueing a job, so its end is seen."""
+        if not self._jobs_matched:
+            self.bus.match_signal(SYSTEMD, SYSTEMD_PATH, MANAGER, b"JobRemoved",
+                                  self._on_job_removed)
+            self._jobs_matched = True
+        self._subscribe()
+
+    def _follow_states(self, paths: Iterable[str]) -> None:
+        """Receive PropertiesChanged of these unit object paths from now on."""
+        new = set(paths) - self._state_paths
+        if not self._all_states_matched and new:
+            if len(self._state_paths) + len(new) > _MAX_PATH_MATCHES:
+                self.bus.match_signal(SYSTEMD, None, PROPERTIES, b"PropertiesChanged",
+                                      self._on_properties)
+                self._all_states_matched = True
+            else:
+                for path in sorted(new):
+                    self.bus.match_signal(SYSTEMD, path.encode(), PROPERTIES,
+                                          b"PropertiesChanged", self._on_properties)
+                self._state_paths |= new
+        self._subscribe()
+
     def reload(self) -> None:
         self.call(b"Reload")
 
@@ -148,6 +188,7 @@ class Systemd:
 
     def enqueue(self, unit: str, verb: str, mode: str = "replace") -> dict[str, str]:
         """Queue a job; return job path → unit for every job of the transaction."""
+        self._follow_jobs()
         (_id, job, unit_id, _path, _type, affected) = self.call(
             b"EnqueueUnitJob", b"sss", unit.encode(), verb.encode(), mode.encode())
         jobs = {job: unit_id}
@@ -158,6 +199,7 @@ class Systemd:
     def wait_jobs(self, jobs: dict[str, str], timeout: float,
                   progress: Callable[[JobEnd], None] | None = None) -> dict[str, JobEnd]:
         """Follow JobRemoved until every job in ``jobs`` ended; unit → its JobEnd."""
+        self._follow_jobs()  # jobs queued elsewhere: their ends from now on
         pending = dict(jobs)
         ended: dict[str, JobEnd] = {}
         deadline = time.monotonic() + timeout
@@ -216,14 +258,23 @@ class Systemd:
         return sorted(u for u in props.get("Wants", []) if u.startswith(UNIT_PREFIX))
 
     def watch(self, units: Iterable[str], until: float | None = None) -> Iterator[StateChange]:
-        """State changes of ``units`` as they happen (PropertiesChanged), de-duplicated."""
+        """State changes of ``units`` from this call on (PropertiesChanged), de-duplicated.
+
+        The signals are matched and the current states read here, not at the first
+        ``next()``: a change made after ``watch`` returns is one the iterator yields.
+        """
         by_path = {self.unit_path(u): u for u in units}
+        self._follow_states(by_path)
         self.drain()
         self._inbox.states.clear()  # signals from before the watch began are history
         last: dict[str, tuple[str, str]] = {}
         for path, unit in by_path.items():
             p = self.call(b"GetAll", b"s", UNIT, path=path.encode(), interface=PROPERTIES)
             last[unit] = (p["ActiveState"], p["SubState"])
+        return self._changes(by_path, last, until)
+
+    def _changes(self, by_path: dict[str, str], last: dict[str, tuple[str, str]],
+                 until: float | None) -> Iterator[StateChange]:
         while until is None or time.time() < until:
             while self._inbox.states:
                 path, changed = self._inbox.states.popleft()

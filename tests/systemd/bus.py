@@ -1,4 +1,5 @@
-"""Start/stop units in a test host over D-Bus and wait for every job (pystemd).
+"""Start/stop units in a test host over D-Bus and wait for every job (pystemd); and a
+record of what osunits' own client asks systemd (``log_calls``).
 
 Follows docs in shared notes (dbus.md): Subscribe first, a plain-function callback kept
 referenced for the connection's lifetime, pump with wait() + drain process(), and wait
@@ -8,8 +9,10 @@ for JobRemoved of every job of the transaction (EnqueueUnitJob returns them all)
 from __future__ import annotations
 
 import time
+from dataclasses import dataclass, field
 from typing import Any
 
+import pytest
 from pystemd.dbuslib import DBusAddress, apply_signature
 
 SYSTEMD = b"org.freedesktop.systemd1"
@@ -69,3 +72,41 @@ class Jobs:
 
     def close(self) -> None:
         self.bus.close()
+
+
+@dataclass
+class CallLog:
+    """What osunits' own client (osunits.runtime.Systemd) asked systemd, per connection."""
+
+    connections: list[Any] = field(default_factory=list)  # every Systemd opened, in order
+    calls: list[tuple[Any, bytes, bytes, tuple[Any, ...]]] = field(default_factory=list)
+
+    def of(self, conn: Any, method: bytes | None = None) -> list[tuple[bytes, tuple[Any, ...]]]:
+        """(object path, arguments) of each call ``conn`` made (of ``method`` only)."""
+        return [(path, args) for c, m, path, args in self.calls
+                if c is conn and (method is None or m == method)]
+
+    def methods(self, conn: Any) -> list[bytes]:
+        return [m for c, m, _path, _args in self.calls if c is conn]
+
+
+def log_calls(monkeypatch: pytest.MonkeyPatch) -> CallLog:
+    """Record every connection and method call of osunits.runtime.Systemd (all instances,
+    also those a command opens itself), while the test runs."""
+    from osunits.runtime import SYSTEMD_PATH, Systemd
+
+    log = CallLog()
+    init, call = Systemd.__init__, Systemd.call
+
+    def logged_init(self: Systemd, *args: Any, **kw: Any) -> None:
+        log.connections.append(self)
+        init(self, *args, **kw)
+
+    def logged_call(self: Systemd, method: bytes, signature: bytes = b"", *args: Any,
+                    **kw: Any) -> Any:
+        log.calls.append((self, method, kw.get("path", SYSTEMD_PATH), args))
+        return call(self, method, signature, *args, **kw)
+
+    monkeypatch.setattr(Systemd, "__init__", logged_init)
+    monkeypatch.setattr(Systemd, "call", logged_call)
+    return log

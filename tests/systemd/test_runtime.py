@@ -24,8 +24,9 @@ FAST = REPO / "tests" / "fixtures" / "fastdeploy"
 pystemd = pytest.importorskip("pystemd")
 
 from osunits import control  # noqa: E402  (needs pystemd)
-from osunits.runtime import Systemd  # noqa: E402
+from osunits.runtime import Systemd, daemon_reload  # noqa: E402
 from osunits.systemd.units import unit_of  # noqa: E402
+from tests.systemd.bus import log_calls  # noqa: E402
 
 
 def generate(dep: Path, root: Path) -> None:
@@ -106,7 +107,7 @@ def test_watch_streams_state_changes(fast: Testbed, sd: Systemd) -> None:
     def watcher() -> None:
         with Systemd(fast.bus_address.decode()) as w:
             it = w.watch([unit_of("cache")], until=time.time() + 20)
-            ready.set()
+            ready.set()  # watch() returned: it follows cache from here on
             for ch in it:
                 seen.append((ch.active, ch.sub, time.time()))
                 if ch.active == "active" and len(seen) > 1:
@@ -114,8 +115,7 @@ def test_watch_streams_state_changes(fast: Testbed, sd: Systemd) -> None:
 
     t = threading.Thread(target=watcher)
     t.start()
-    ready.wait(10)
-    time.sleep(0.2)  # let the watcher's first pump subscribe; the restart below is what we see
+    assert ready.wait(10)
     fast.systemctl("restart", unit_of("cache"))
     t.join(30)
     states = [a for a, _, _ in seen]
@@ -148,6 +148,69 @@ def test_failed_dependency_is_reported_with_cancelled_chain(
     finally:
         generate(FAST, root)
         fast.install_tree(root)
+
+
+def test_cancelled_chain_reads_each_unit_once(
+        fast: Testbed, sd: Systemd, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A start of a 20-unit Requires= chain whose root fails: finding what cancelled each
+    of the 19 others reads every unit's properties at most once in the whole run (it read
+    them once per cancelled unit: 241 GetAll), and says the same as before."""
+    n = 20
+    chain = [f"osunits-chain{i:02d}.service" for i in range(1, n + 1)]
+    for i, unit in enumerate(chain):
+        below = f"Requires={chain[i - 1]}\nAfter={chain[i - 1]}\n" if i else ""
+        fast.write(f"/etc/systemd/system/{unit}",
+                   f"[Unit]\n{below}[Service]\nType=oneshot\nRemainAfterExit=yes\n"
+                   f"ExecStart={'/bin/true' if i else '/bin/false'}\n")
+    fast.daemon_reload()
+    log = log_calls(monkeypatch)
+    try:
+        oc = control.run_verb(sd, "start", [chain[-1]], timeout=60, out=lambda s: None)
+        reads = log.of(sd, b"GetAll")
+        assert oc.failed == {chain[0]: "failed"}
+        assert oc.cancelled == {chain[0]: chain[1:]}
+        assert len(reads) <= 2 * n + 5, len(reads)
+        assert len(reads) == len(set(reads)), sorted(reads)  # no (unit, interface) twice
+        out: list[str] = []
+        control.report_outcome(sd, "start", oc, out.append)
+        assert out[0] == f"FAILED {chain[0]}: job failed, the service exited with status 1"
+        assert out[1] == "  cancelled because of it: " + ", ".join(chain[1:])
+    finally:
+        for unit in chain:
+            (fast.root / "etc/systemd/system" / unit).unlink()
+        fast.systemctl("reset-failed", check=False)
+        fast.daemon_reload()
+
+
+def test_one_shot_connections_do_not_subscribe(
+        fast: Testbed, sd: Systemd, monkeypatch: pytest.MonkeyPatch) -> None:
+    """status and daemon-reload never ask systemd for signals (Subscribe) nor match any;
+    following jobs matches JobRemoved only, watching matches the watched units only."""
+    fast.systemctl("stop", unit_of("cache"))
+    log = log_calls(monkeypatch)
+    address = fast.bus_address.decode()
+    daemon_reload(address)
+    assert log.methods(log.connections[-1]) == [b"Reload"]
+    with Systemd(address) as one, Systemd(address) as watcher:
+        control.status(one)
+        assert b"Subscribe" not in log.methods(one)
+        changes = watcher.watch([unit_of("cache")], until=time.time() + 30)
+        # sd follows its jobs: systemd now sends signals, for cache and all it pulls in
+        assert control.run_verb(sd, "start", ["cache"], timeout=60, out=lambda s: None).ok
+        assert b"Subscribe" in log.methods(sd)
+        # the signals each connection was sent (its inbox) until the watcher saw cache up
+        cache = watcher.unit_path(unit_of("cache"))
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline and ((cache, "active") not in {
+                (p, c.get("ActiveState")) for p, c in watcher._inbox.states}):
+            watcher.pump(0.5)
+        one.pump(0.2)
+        assert {p for p, _ in watcher._inbox.states} == {cache}  # not the units it pulled in
+        assert not watcher._inbox.jobs
+        assert not one._inbox.jobs and not one._inbox.states
+        assert not sd._inbox.states  # following jobs needs no PropertiesChanged
+        assert b"Subscribe" not in log.methods(one)
+        assert next(c for c in changes if c.active == "active").unit == unit_of("cache")
 
 
 def test_crash_restarts_per_policy_and_dependents_follow(

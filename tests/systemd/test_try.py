@@ -12,6 +12,7 @@ from typer.testing import CliRunner
 from osunits.cli import app
 from osunits.testbed import available
 from tests.conftest import REPO
+from tests.systemd.bus import log_calls
 
 FAST = REPO / "tests" / "fixtures" / "fastdeploy"
 pytest.importorskip("pystemd")
@@ -23,13 +24,20 @@ def _skip_without_testbed() -> None:
         pytest.skip(why)
 
 
-def test_try_starts_reports_and_cleans_up() -> None:
+def test_try_starts_reports_and_cleans_up(monkeypatch: pytest.MonkeyPatch) -> None:
     _skip_without_testbed()
+    log = log_calls(monkeypatch)
     res = CliRunner().invoke(app, ["try", "-H", "t1", "-d", str(FAST)])
     assert res.exit_code == 0, res.output
     for svc in ("db", "api", "cache", "worker"):
         assert f"ok done       {svc}" in res.output
     assert "openstack.target: active" in res.output
+    # one connection to the test host starts, reports and stops everything
+    assert [ln for ln in res.output.splitlines() if ln.startswith("stopped all in ")
+            and ln.endswith(" s")], res.output
+    assert len(log.connections) == 1
+    assert [args for _path, args in log.of(log.connections[0], b"EnqueueUnitJob")] == [
+        (b"openstack.target", b"start", b"replace"), (b"openstack.target", b"stop", b"replace")]
     assert "removed" in res.output.splitlines()[-1]
     name = res.output.split("test host ", 1)[1].split()[0]
     from osunits.testbed import leftovers

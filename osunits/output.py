@@ -310,14 +310,20 @@ def _tmp_name(path: str) -> str:
 def _stage(tmp: str, f: PlannedFile, made: set[str]) -> None:
     d = os.path.dirname(tmp)
     if d not in made:
-        os.makedirs(d, exist_ok=True)
+        try:
+            os.mkdir(d)  # its parent is usually there: one syscall, where makedirs makes two
+        except FileExistsError:
+            pass
+        except FileNotFoundError:
+            os.makedirs(d, exist_ok=True)
         made.add(d)
-    with contextlib.suppress(FileNotFoundError):
+    try:
+        fd = _create(tmp, f)
+    except FileExistsError:
         os.unlink(tmp)  # left by a run that was killed
-    if f.link:
-        os.symlink(f.link, tmp)
+        fd = _create(tmp, f)
+    if fd is None:
         return
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, f.mode)
     try:
         view = memoryview(f.content)
         while view:
@@ -325,6 +331,14 @@ def _stage(tmp: str, f: PlannedFile, made: set[str]) -> None:
         os.fchmod(fd, f.mode)  # not subject to the umask
     finally:
         os.close(fd)
+
+
+def _create(tmp: str, f: PlannedFile) -> int | None:
+    """Create the temporary file for ``f`` (a symlink: made, and None)."""
+    if f.link:
+        os.symlink(f.link, tmp)
+        return None
+    return os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, f.mode)
 
 
 _libc: Any = None
@@ -346,9 +360,16 @@ def _sync(dirs: list[str]) -> None:
             _libc = False
     devs: dict[int, str] = {}
     for d in dict.fromkeys(dirs):
-        while not os.path.isdir(d):  # pruned after its last file was removed
+        while True:
+            try:
+                st = os.stat(d)
+            except OSError:  # pruned after its last file was removed
+                d = os.path.dirname(d)
+                continue
+            if stat.S_ISDIR(st.st_mode):
+                break
             d = os.path.dirname(d)
-        devs.setdefault(os.stat(d).st_dev, d)
+        devs.setdefault(st.st_dev, d)
     for d in devs.values():
         if not _libc:
             os.sync()

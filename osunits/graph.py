@@ -249,8 +249,17 @@ def _first_service(dep: Deployment, name: str) -> Service | None:
     return next((s for s in dep.services if s.name == name), None)
 
 
+def empty_host(h: Host, severity: Severity) -> Problem:
+    """C008: a host that runs nothing (a mistake, usually: generating it removes every unit)."""
+    return Problem("C008", f"host {h.name} runs no services", h.loc, "roles",
+                   hint="give it a role or services: generating an empty host would remove "
+                   "every unit osunits wrote there", severity=severity)
+
+
 def _check_host(dep: Deployment, h: Host, placement: dict[str, tuple[str, ...]],
                 known: set[str], problems: list[Problem]) -> HostGraph:
+    if not h.services:
+        problems.append(empty_host(h, Severity.WARNING))
     local = {s.name: s for s in h.services}
     order: dict[str, tuple[str, ...]] = {}
     cross: list[CrossHostEdge] = []

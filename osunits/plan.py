@@ -26,12 +26,13 @@ from typing import Any
 
 from osunits import cache
 from osunits.deployment import TEMPLATES_DIR
-from osunits.errors import DeploymentError, Problem, unknown_name
+from osunits.errors import DeploymentError, Problem, Severity, unknown_name
 from osunits.graph import (
     READY_PORT,
     CrossHostEdge,
     HostGraph,
     check_deployment,
+    empty_host,
     ready_endpoint_services,
 )
 from osunits.model import DependencyKind, Deployment, Host, NetworkMode, Service
@@ -160,6 +161,8 @@ def plan_host(dep: Deployment, host_name: str, given_by: str = "--host",
               layout: Layout = INSTALLED) -> HostPlan:
     """Everything to write for ``host_name`` (``given_by`` named it)."""
     host = host_of(dep, host_name, given_by)
+    if not host.services:  # an emptied role or a lost line must not wipe a host
+        raise DeploymentError([empty_host(host, Severity.ERROR)])
     report = check_deployment(dep, [host_name])
     errors = [p for p in report.problems if p.severity == "error"]
     if errors:

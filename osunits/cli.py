@@ -63,6 +63,8 @@ def generate(
                                           "write nothing; exit 1 if anything would")] = False,
     diff: Annotated[bool, typer.Option("--diff", help="Show the changes as a unified diff; "
                                        "write nothing; exit 1 if anything would change")] = False,
+    adopt: Annotated[bool, typer.Option("--adopt", help="Take over existing files that are "
+                                        "exactly what would be written (a lost manifest)")] = False,
     reload: Annotated[bool, typer.Option(help="Ask systemd to reload after writing to / (or "
                                          "to --root, when --bus names its systemd)")] = True,
     bus: Annotated[str | None, typer.Option(
@@ -77,7 +79,8 @@ def generate(
     try:
         d = deployment_dir(deployment)
         plan = plan_host(load_deployment(d), *default_host(host, d))
-        result = write_files(root, plan.files, dry_run=dry_run or diff)
+        result = write_files(root, plan.files, host=plan.host, dry_run=dry_run or diff,
+                             adopt=adopt)
         for w in plan.warnings:
             print(w, file=sys.stderr)
     except OsunitsError as e:
@@ -87,7 +90,7 @@ def generate(
         sys.stdout.write(render_diff(result.changes))
     elif dry_run:
         for c in result.changes:
-            print(f"{ {'add': '+', 'update': '~', 'remove': '-'}[c.change]} {c.path}")
+            print(f"{ {'add': '+', 'update': '~', 'remove': '-', 'adopt': '='}[c.change]} {c.path}")
     else:
         for c in result.changes:
             print(f"{c.change:6} {c.path}")

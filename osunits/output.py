@@ -1,9 +1,11 @@
 """Write a host's planned files under a root: atomically, and only files osunits owns.
 
 Ownership is recorded in ``ROOT/var/lib/osunits/manifest.json`` (path → sha256
-of what osunits wrote).  A file that exists but is not in the manifest, or was
-changed since osunits wrote it, is never overwritten or deleted: the whole run
-stops with a list of such files before anything is written.
+of what osunits wrote, and the host it wrote them for).  A file that exists but is
+not in the manifest, or was changed since osunits wrote it, is never overwritten or
+deleted: the whole run stops with a list of such files before anything is written.
+Neither is a root that holds another host's files.  Adopting (``adopt=True``) takes
+over files whose content and mode are exactly what would be written, and nothing else.
 
 A run commits in two phases, with a journal between them:
 
@@ -49,6 +51,7 @@ class Change(StrEnum):
     ADD = "add"
     UPDATE = "update"
     REMOVE = "remove"
+    ADOPT = "adopt"  # already as planned, and now osunits' (the manifest changes)
 
 
 @dataclass(frozen=True, slots=True)
@@ -106,8 +109,14 @@ def _planned_bytes(f: PlannedFile) -> bytes:
     return b"->" + f.link.encode() if f.link else f.content
 
 
+@dataclass(frozen=True, slots=True)
+class Manifest:
+    files: dict[str, str]  # path → sha256 of what osunits wrote
+    host: str = ""  # the host they were written for ("" before osunits recorded it)
+
+
 def load_manifest(root: Path, manifest: PurePosixPath = MANIFEST,
-                  *, dry_run: bool = False) -> dict[str, str]:
+                  *, dry_run: bool = False) -> Manifest:
     journal = _on_disk(root, _journal_of(manifest))
     if dry_run and journal.exists():
         raise OutputError(f"{journal}: an interrupted run must be completed first; "
@@ -117,20 +126,27 @@ def load_manifest(root: Path, manifest: PurePosixPath = MANIFEST,
     try:
         data = json.loads(path.read_text())
     except FileNotFoundError:
-        return {}
+        return Manifest({})
     except (OSError, ValueError) as e:
         raise OutputError(f"{path}: unreadable ownership manifest ({e}); "
                           "refusing to touch any file") from e
-    files = data.get("files", {})
+    files = data.get("files", {}) if isinstance(data, dict) else None
     if not isinstance(files, dict):
         raise OutputError(f"{path}: malformed ownership manifest")
-    return {str(k): str(v) for k, v in files.items()}
+    return Manifest({str(k): str(v) for k, v in files.items()}, str(data.get("host", "")))
 
 
 def plan_changes(root: Path, files: tuple[PlannedFile, ...],
-                 manifest: PurePosixPath = MANIFEST, *, dry_run: bool = False) -> list[FileChange]:
-    """What writing ``files`` would change; raises OutputError on any unowned conflict."""
-    owned = load_manifest(root, manifest, dry_run=dry_run)
+                 manifest: PurePosixPath = MANIFEST, *, host: str = "", dry_run: bool = False,
+                 adopt: bool = False) -> list[FileChange]:
+    """What writing ``files`` for ``host`` would change; raises OutputError on any unowned
+    conflict, and if the root holds another host's files."""
+    m = load_manifest(root, manifest, dry_run=dry_run)
+    if host and m.host and m.host != host and m.files:
+        raise OutputError(
+            f"{_on_disk(root, manifest)}: this root holds the units of host {m.host}, not "
+            f"{host}; refusing to replace them (give --host {m.host}, or another --root)")
+    owned = m.files
     conflicts: list[str] = []
     changes: list[FileChange] = []
     planned = {str(f.path) for f in files}
@@ -145,9 +161,12 @@ def plan_changes(root: Path, files: tuple[PlannedFile, ...],
         cur, mode = current
         known = owned.get(str(f.path))
         if known is None:
-            if cur == new:
-                conflicts.append(f"{disk}: exists and is not osunits' (identical content; "
-                                 "remove it to let osunits own it)")
+            if cur == new and (f.link or mode == f.mode):
+                if adopt:
+                    changes.append(FileChange(f.path, Change.ADOPT, cur, new))
+                else:
+                    conflicts.append(f"{disk}: exists and is not osunits' (exactly as "
+                                     "osunits would write it: --adopt takes it over)")
             else:
                 conflicts.append(f"{disk}: exists and is not osunits' to overwrite")
         elif known != _digest(cur):
@@ -183,20 +202,25 @@ def render_diff(changes: list[FileChange]) -> str:
         a = "/dev/null" if c.change is Change.ADD else f"a{c.path}"
         b = "/dev/null" if c.change is Change.REMOVE else f"b{c.path}"
         diff = list(difflib.unified_diff(old, new, a, b))
-        if not diff:
+        if c.change is Change.ADOPT:
+            diff = [f"--- {a}\n", f"+++ {b}\n", "(adopted: already as osunits writes it)\n"]
+        elif not diff:
             diff = [f"--- {a}\n", f"+++ {b}\n", "(mode changed)\n"]
         out.extend(line if line.endswith("\n") else line + "\n\\ No newline at end of file\n"
                    for line in diff)
     return "".join(out)
 
 
-def write_files(root: Path, files: tuple[PlannedFile, ...], *, dry_run: bool = False,
+def write_files(root: Path, files: tuple[PlannedFile, ...], *, host: str = "",
+                dry_run: bool = False, adopt: bool = False,
                 layout: Layout = INSTALLED) -> Result:
-    """Make the files under ``root`` exactly ``files`` (osunits' own files only)."""
+    """Make the files under ``root`` exactly ``files``, ``host``'s (osunits' own files only)."""
+    if os.path.lexists(root) and not root.is_dir():
+        raise OutputError(f"{root}: not a directory; nothing was written")
     if dry_run:
-        return _write_files(root, files, True, layout)
+        return _write_files(root, files, host, True, adopt, layout)
     with _locked(_on_disk(root, layout.manifest.with_name("manifest.lock"))):
-        return _write_files(root, files, False, layout)
+        return _write_files(root, files, host, False, adopt, layout)
 
 
 @contextlib.contextmanager
@@ -214,27 +238,28 @@ def _locked(path: Path) -> Iterator[None]:
         os.close(fd)
 
 
-def _write_files(root: Path, files: tuple[PlannedFile, ...], dry_run: bool,
-                 layout: Layout) -> Result:
+def _write_files(root: Path, files: tuple[PlannedFile, ...], host: str, dry_run: bool,
+                 adopt: bool, layout: Layout) -> Result:
     recovered = not dry_run and _on_disk(root, _journal_of(layout.manifest)).exists()
-    changes = plan_changes(root, files, layout.manifest, dry_run=dry_run)
+    changes = plan_changes(root, files, layout.manifest, host=host, dry_run=dry_run,
+                           adopt=adopt)
     result = Result(changes, written=recovered)  # a completed interrupted run needs a reload
     manifest_path = _on_disk(root, layout.manifest)
     if dry_run or (not changes and manifest_path.exists()):
         return result
     try:
-        return _write(root, files, changes, layout, result)
+        return _write(root, files, changes, host, layout, result)
     except OSError as e:
         raise OutputError(f"{e.filename or root}: {e.strerror}; the previous files are kept "
                           "(an interrupted write is completed or undone by the next run)") from e
 
 
-def _write(root: Path, files: tuple[PlannedFile, ...], changes: list[FileChange],
+def _write(root: Path, files: tuple[PlannedFile, ...], changes: list[FileChange], host: str,
            layout: Layout, result: Result) -> Result:
     by_path = {f.path: f for f in files}
     staged: list[tuple[str, str]] = []
     journal_path = _on_disk(root, _journal_of(layout.manifest))
-    to_stage = [c for c in changes if c.change is not Change.REMOVE]
+    to_stage = [c for c in changes if c.change in (Change.ADD, Change.UPDATE)]
     rootstr = str(root)
     finals = [_disk(rootstr, c.path) for c in to_stage]
     temps = [_tmp_name(final) for final in finals]
@@ -250,9 +275,9 @@ def _write(root: Path, files: tuple[PlannedFile, ...], changes: list[FileChange]
     removals = [_disk(rootstr, c.path) for c in changes if c.change is Change.REMOVE]
     new_manifest = {str(f.path): f.digest for f in files}
     _write_json(journal_path, {"state": "committing", "renames": staged, "removals": removals,
-                               "manifest": new_manifest})
+                               "manifest": new_manifest, "host": host})
     _sync([str(journal_path.parent)])  # the commit record durable before the first rename
-    _commit(root, staged, removals, new_manifest, layout.manifest)
+    _commit(root, staged, removals, new_manifest, host, layout.manifest)
     result.written = True
     return result
 
@@ -267,8 +292,8 @@ def recover(root: Path, manifest: PurePosixPath = MANIFEST) -> None:
     except ValueError:
         journal = {"state": "staging", "temps": []}  # torn write: nothing was committed yet
     if journal.get("state") == "committing":
-        _commit(root, journal["renames"], journal["removals"], journal["manifest"], manifest,
-                recovering=True)
+        _commit(root, journal["renames"], journal["removals"], journal["manifest"],
+                journal.get("host", ""), manifest, recovering=True)
         return
     for tmp in journal.get("temps", []):
         Path(tmp).unlink(missing_ok=True)
@@ -276,7 +301,7 @@ def recover(root: Path, manifest: PurePosixPath = MANIFEST) -> None:
 
 
 def _commit(root: Path, renames: list[tuple[str, str]] | list[list[str]], removals: list[str],
-            manifest: dict[str, str], manifest_path: PurePosixPath, *,
+            manifest: dict[str, str], host: str, manifest_path: PurePosixPath, *,
             recovering: bool = False) -> None:
     dirs: set[str] = set()
     for tmp, final in renames:
@@ -296,7 +321,7 @@ def _commit(root: Path, renames: list[tuple[str, str]] | list[list[str]], remova
         _prune_empty(p.parent, root, _on_disk(root, manifest_path.parent / "config"))
         dirs.add(str(p.parent))
     _write_json(_on_disk(root, manifest_path),
-                {"version": 1, "files": dict(sorted(manifest.items()))})
+                {"version": 1, "host": host, "files": dict(sorted(manifest.items()))})
     # renames, removals and manifest durable before the journal that would redo them goes
     _sync([str(_on_disk(root, manifest_path.parent)), *sorted(dirs)])
     _on_disk(root, _journal_of(manifest_path)).unlink(missing_ok=True)

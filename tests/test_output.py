@@ -31,7 +31,7 @@ def test_write_update_remove_with_fakefs() -> None:
         assert res.written and len(res.changes) == 2
         assert (root / "etc/a.conf").read_text() == "one\n"
         assert os.readlink(root / "var/lib/machines/x") == "/img"
-        assert set(load_manifest(root)) == {"/etc/a.conf", "/var/lib/machines/x"}
+        assert set(load_manifest(root).files) == {"/etc/a.conf", "/var/lib/machines/x"}
         # a rerun with the same plan changes nothing
         assert not write_files(root, (pf("/etc/a.conf", "one\n"),
                                       pf("/var/lib/machines/x", link="/img"))).changed
@@ -231,6 +231,60 @@ def test_the_host_comes_from_one_rule(monkeypatch: pytest.MonkeyPatch, tmp_path:
     monkeypatch.delenv("OSUNITS_HOST")
     (dep / "host").write_text("  \n")  # empty: as if there were none
     assert deployment.this_host(dep) == ("vm", "this machine's host name")
+
+
+def test_a_root_holding_another_hosts_units_is_refused(tmp_path: Path) -> None:
+    r = CliRunner()
+    root = tmp_path / "root"
+    assert r.invoke(app, ["generate", "-H", "ctl01", "-d", str(EXAMPLE),
+                          "--root", str(root)]).exit_code == 0
+    before = snapshot(root)
+    res = r.invoke(app, ["generate", "-H", "cmp01", "-d", str(EXAMPLE), "--root", str(root)])
+    assert res.exit_code == 2
+    assert "this root holds the units of host ctl01, not cmp01" in res.output
+    assert snapshot(root) == before
+    assert r.invoke(app, ["generate", "-H", "ctl01", "-d", str(EXAMPLE),
+                          "--root", str(root)]).exit_code == 0
+
+
+def test_adopt_takes_over_exactly_what_would_be_written(tmp_path: Path) -> None:
+    r = CliRunner()
+    root = tmp_path / "root"
+    gen = ["generate", "-H", "net01", "-d", str(EXAMPLE), "--root", str(root)]
+    assert r.invoke(app, gen).exit_code == 0
+    manifest = root / str(MANIFEST).lstrip("/")
+    owned = load_manifest(root).files
+    manifest.unlink()  # lost: every file is now someone else's
+    edited = root / "etc/systemd/nspawn/neutron-l3-agent.nspawn"
+    edited.write_text(edited.read_text() + "# a local edit\n")
+    before = snapshot(root)
+    res = r.invoke(app, gen)
+    assert res.exit_code == 2 and "--adopt takes it over" in res.output
+    res = r.invoke(app, [*gen, "--adopt"])
+    assert res.exit_code == 2 and f"{edited}: exists and is not osunits' to overwrite" in res.output
+    assert snapshot(root) == before
+    edited.unlink()
+    res = r.invoke(app, [*gen, "--adopt", "--dry-run"])
+    assert res.exit_code == 1
+    assert "= /etc/systemd/system/openstack.target" in res.output
+    assert "+ /etc/systemd/nspawn/neutron-l3-agent.nspawn" in res.output
+    res = r.invoke(app, [*gen, "--adopt"])
+    assert res.exit_code == 0, res.output
+    assert load_manifest(root).files == owned
+    assert load_manifest(root).host == "net01"
+    res = r.invoke(app, gen)
+    assert res.exit_code == 0 and "0 changed" in res.output
+
+
+def test_a_root_that_is_a_file_is_a_clear_error(tmp_path: Path) -> None:
+    afile = tmp_path / "afile"
+    afile.write_text("mine\n")
+    for extra in ([], ["--dry-run"]):
+        res = CliRunner().invoke(app, ["generate", "-H", "ctl01", "-d", str(EXAMPLE),
+                                       "--root", str(afile), *extra])
+        assert res.exit_code == 2 and f"{afile}: not a directory" in res.output
+        assert "Traceback" not in res.output
+    assert afile.read_text() == "mine\n"
 
 
 def test_a_writeback_error_stops_before_any_rename(tmp_path: Path,

@@ -69,7 +69,8 @@ class DeploymentError(OsunitsError):
     """The deployment could not be read or is invalid."""
 
     def __init__(self, problems: list[Problem]) -> None:
-        self.problems = sorted(problems, key=_problem_order)
+        # One bad value in `defaults` is found again in every service it reaches: once.
+        self.problems = sorted(dict.fromkeys(problems), key=_problem_order)
         super().__init__("\n".join(str(p) for p in self.problems))
 
 

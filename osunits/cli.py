@@ -92,12 +92,13 @@ def generate(
         for c in result.changes:
             print(f"{ {'add': '+', 'update': '~', 'remove': '-', 'adopt': '='}[c.change]} {c.path}")
     else:
+        # Reload first: printing may end the process (a closed pipe), the reload must not.
+        if result.written and reload and (bus or root.resolve() == Path("/")):
+            _daemon_reload(bus)
         for c in result.changes:
             print(f"{c.change:6} {c.path}")
         n = len(plan.files)
         print(f"{plan.host}: {n} files, {len(result.changes)} changed", file=sys.stderr)
-        if result.written and reload and (bus or root.resolve() == Path("/")):
-            _daemon_reload(bus)
     if (dry_run or diff) and result.changed:
         raise typer.Exit(1)
 
@@ -403,6 +404,11 @@ def rootfs_prune(root: RootOpt = Path("/")) -> None:
 
 
 def main() -> None:
+    # A closed pipe (`osunits check-deps | head`) ends the process as it ends cat or grep:
+    # by SIGPIPE, which a shell's pipefail reports as such, not as exit 1 ("problems").
+    import signal
+
+    signal.signal(signal.SIGPIPE, signal.SIG_DFL)
     app()
 
 

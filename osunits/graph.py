@@ -315,10 +315,12 @@ def _check_conflicts(h: Host, problems: list[Problem]) -> None:
             holders = taken.setdefault((port, proto), [])
             clash = [o for a, o in holders if (not a or not addr or a == addr) and o != s.name]
             if clash:
+                key = "publish" if verb == "publishes" else "ports"
                 problems.append(Problem(
                     "C006", f"{s.name} {verb} host port {port}/{proto} on {h.name}, as "
-                    f"{clash[0]} does", s.loc, "publish" if verb == "publishes" else "ports",
-                    hint="give one of them another host port, or a private network"))
+                    f"{clash[0]} does", s.loc_of(key), key,
+                    hint="give one of them another host port" + (
+                        "" if key == "publish" else ", or a private network")))
             if (addr, s.name) not in holders:
                 holders.append((addr, s.name))
     paths: dict[str, tuple[str, bool]] = {}
@@ -329,7 +331,8 @@ def _check_conflicts(h: Host, problems: list[Problem]) -> None:
                 other, other_shared = paths[hp]
                 if not (st.shared and other_shared):
                     problems.append(Problem(
-                        "C007", f"{s.name} and {other} both write {hp} on {h.name}", s.loc,
+                        "C007", f"{s.name} and {other} both write {hp} on {h.name}",
+                        s.loc_of("state"),
                         "state", hint="give each its own host path, or mark both shared: true"))
             else:
                 paths[hp] = (s.name, st.shared)

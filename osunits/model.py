@@ -142,6 +142,9 @@ class Dependency:
     loc: Location | None = field(default=None, compare=False)
 
 
+LOCATED_KEYS = ("rootfs", "ports", "publish", "network", "address", "state")
+
+
 @_pickled_as_arguments
 @dataclass(frozen=True, slots=True)
 class Service:
@@ -167,6 +170,12 @@ class Service:
     limits: Limits
     source: Path  # the definition file
     loc: Location = field(compare=False, default=Location(""))
+    # Where the keys that checks after validation point at were written (LOCATED_KEYS):
+    # in the service's file, or in the override or default that set them.
+    key_locs: tuple[tuple[str, Location], ...] = field(compare=False, default=())
+
+    def loc_of(self, key: str) -> Location:
+        return next((loc for k, loc in self.key_locs if k == key), self.loc)
 
     def deps(self, *kinds: DependencyKind) -> tuple[str, ...]:
         return tuple(d.name for d in self.dependencies if not kinds or d.kind in kinds)

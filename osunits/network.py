@@ -43,10 +43,11 @@ def allocate(host: Host, net: Network, problems: list[Problem]) -> dict[str, IPv
         if addr not in net.subnet or addr in (net.gateway, net.subnet.network_address,
                                               net.subnet.broadcast_address):
             problems.append(Problem("N001", f"{s.name}: {addr} is not a service address of "
-                                    f"{net.subnet} (gateway {net.gateway})", s.loc, "address"))
+                                    f"{net.subnet} (gateway {net.gateway})",
+                                    s.loc_of("address"), "address"))
         elif addr in taken:
             problems.append(Problem("N002", f"{s.name} and {taken[addr]} both have address "
-                                    f"{addr} on {host.name}", s.loc, "address"))
+                                    f"{addr} on {host.name}", s.loc_of("address"), "address"))
         else:
             taken[addr] = s.name
             out[s.name] = addr
@@ -83,11 +84,11 @@ def check_network(dep: Deployment, problems: list[Problem]) -> None:
                 if s.network is NetworkMode.HOST:
                     problems.append(Problem(
                         "N005", f"{s.name} runs in the host's network: it listens on host "
-                        "ports itself, publish has no meaning", s.loc, "publish",
+                        "ports itself, publish has no meaning", s.loc_of("publish"), "publish",
                         hint="list the port under ports, or use network: private"))
                     break
                 if p.protocol != "tcp":
                     problems.append(Problem(
                         "N006", f"{s.name}: publishing {p} is not supported (ports are "
                         "published by systemd-socket-proxyd, which forwards TCP only)",
-                        s.loc, "publish"))
+                        s.loc_of("publish"), "publish"))

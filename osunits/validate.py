@@ -17,6 +17,7 @@ from osunits.errors import DeploymentError, Location, Problem, unknown_name
 from osunits.fields import FIELDS_BY_KEY, SERVICE_FIELDS, Invalid
 from osunits.load import Mapping, Scalar, Sequence, Value, load_yaml
 from osunits.model import (
+    LOCATED_KEYS,
     Dependency,
     DependencyKind,
     Deployment,
@@ -241,7 +242,8 @@ def _build_service(name: str, m: Mapping, problems: list[Problem], *,
     direct = {k: v for k, v in values.items() if k not in kinds}
     # The field table's keys are Service's fields (tests/test_model.py holds them together).
     return Service(**direct, dependencies=tuple(deps),  # type: ignore[arg-type]
-                   source=source, loc=m.loc)
+                   source=source, loc=m.loc,
+                   key_locs=tuple((k, m.key_loc(k)) for k in LOCATED_KEYS if k in m.entries))
 
 
 def _items(v: Value | None) -> tuple[Value, ...]:

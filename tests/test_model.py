@@ -14,4 +14,4 @@ def test_every_field_is_a_service_attribute() -> None:
     kinds = {str(k) for k in DependencyKind}
     assert keys - kinds <= attrs
     # everything else on Service is derived: dependencies from the kinds, where it came from
-    assert attrs - (keys - kinds) == {"dependencies", "source", "loc"}
+    assert attrs - (keys - kinds) == {"dependencies", "source", "loc", "key_locs"}

@@ -16,10 +16,14 @@ from pathlib import Path
 from typing import Annotated, Any
 
 import typer
+import typer.core
 
 from osunits.deployment import deployment_dir, this_host
 from osunits.errors import DeploymentError, OsunitsError
 
+# typer before 0.21.1 escapes "[default: ...]" as rich markup ("\[default: /]") whenever rich
+# is importable, even with rich_markup_mode=None; we never use rich, so tell typer it is absent.
+typer.core.HAS_RICH = False
 app = typer.Typer(
     add_completion=False,
     no_args_is_help=True,

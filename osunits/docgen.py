@@ -85,7 +85,7 @@ def summarize(s: dict[str, Any]) -> str:
 
 def default_text(f: Field) -> str:
     if f.required:
-        return "(required)"
+        return "(required; may come from `defaults`)"
     d = f.default
     empty_record = dataclasses.is_dataclass(d) and not any(
         getattr(d, x.name) is not None for x in dataclasses.fields(d))

@@ -14,6 +14,7 @@ def service_schema() -> dict[str, Any]:
         "title": "osunits service definition",
         "type": "object",
         "properties": {f.key: {**f.schema, "description": f.help} for f in SERVICE_FIELDS},
-        "required": [f.key for f in SERVICE_FIELDS if f.required],
+        # No "required": a file alone cannot know what `defaults` gives it (E107 is
+        # checked on the merged service), and overrides are partial by nature.
         "additionalProperties": False,
     }

@@ -79,6 +79,12 @@ def test_schema_accepts_example(validator: jsonschema.Draft202012Validator, path
     assert errors == []
 
 
+def test_schema_accepts_a_service_whose_rootfs_is_a_default(
+        validator: jsonschema.Draft202012Validator) -> None:
+    """Editors must not flag a valid file: `rootfs` may come from `defaults:`."""
+    assert validator.is_valid({"exec": ["/usr/bin/web"]})
+
+
 def test_examples_are_there() -> None:
     assert len(SERVICES) >= 10
 

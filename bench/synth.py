@@ -76,10 +76,14 @@ args = ()
 
 
 def write_templates(root: Path) -> None:
+    """The config templates, and the rootfs specs the services name (check-deps' C009)."""
     for fam in (*INFRA_KINDS, *FAMILIES):
         p = root / "templates" / fam / f"{fam}.conf.j2"
         p.parent.mkdir(parents=True, exist_ok=True)
         p.write_text(_FAMILY_TEMPLATE)
+        s = root / "rootfs_specs" / f"{fam}.yaml"
+        s.parent.mkdir(exist_ok=True)
+        s.write_text(f"description: synthetic {fam}\nbase: bookworm-minbase\npackages: [{fam}]\n")
     p = root / "templates" / "common" / "logging.conf.j2"
     p.parent.mkdir(parents=True, exist_ok=True)
     p.write_text(_LOGGING_TEMPLATE)

@@ -18,7 +18,7 @@ from typing import Annotated, Any
 import typer
 import typer.core
 
-from osunits.deployment import deployment_dir, this_host
+from osunits.deployment import bundled_specs_dir, deployment_dir, this_host
 from osunits.errors import DeploymentError, OsunitsError
 
 # typer before 0.21.1 escapes "[default: ...]" as rich markup ("\[default: /]") whenever rich
@@ -346,14 +346,6 @@ rootfs_app = typer.Typer(help="Container root filesystems from rootfs_specs/ (do
 app.add_typer(rootfs_app, name="rootfs")
 
 
-def default_specs_dir() -> Path:
-    here = Path(__file__).parent
-    for cand in (here / "rootfs_specs", here.parent / "rootfs_specs"):
-        if cand.is_dir():
-            return cand
-    return here / "rootfs_specs"
-
-
 SpecsOpt = Annotated[Path | None, typer.Option("--specs", help="Spec directory [default: "
                                                "the bundled rootfs_specs/]", show_default=False)]
 RootOpt = Annotated[Path, typer.Option(help="Images live under ROOT/var/lib/osunits/rootfs")]
@@ -373,7 +365,7 @@ def rootfs_build(
     from osunits import rootfs
 
     try:
-        loaded = rootfs.load_specs(specs or default_specs_dir())
+        loaded = rootfs.load_specs(specs or bundled_specs_dir())
         wanted = list(loaded) if all_ else (names or [])
         if not wanted:
             print("osunits: name specs to build, or --all", file=sys.stderr)
@@ -390,7 +382,7 @@ def rootfs_list(specs: SpecsOpt = None, root: RootOpt = Path("/")) -> None:
     from osunits import rootfs
 
     try:
-        loaded = rootfs.load_specs(specs or default_specs_dir())
+        loaded = rootfs.load_specs(specs or bundled_specs_dir())
         images = rootfs.list_images(root, loaded)
     except OsunitsError as e:
         raise _fail(e, writes=False) from None

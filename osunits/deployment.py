@@ -8,6 +8,7 @@ PyYAML and the field parsers) is imported only when the model is not cached: on 
 
 from __future__ import annotations
 
+import contextlib
 import gc
 import os
 from pathlib import Path
@@ -22,6 +23,7 @@ DEPLOYMENT_FILE = "deployment.yaml"
 HOST_FILE = "host"  # optional: DIR/host names this machine in the inventory
 SERVICES_DIR = "services"
 TEMPLATES_DIR = "templates"
+SPECS_DIR = "rootfs_specs"  # optional: the deployment's own rootfs specs
 
 
 def deployment_dir(given: Path | None = None) -> Path:
@@ -30,6 +32,25 @@ def deployment_dir(given: Path | None = None) -> Path:
         return given
     env = os.environ.get("OSUNITS_DEPLOYMENT")
     return Path(env) if env else DEFAULT_DEPLOYMENT
+
+
+def bundled_specs_dir() -> Path:
+    """The rootfs specs shipped with osunits (in the package; in a checkout, beside it)."""
+    here = Path(__file__).parent
+    for cand in (here / "rootfs_specs", here.parent / "rootfs_specs"):
+        if cand.is_dir():
+            return cand
+    return here / "rootfs_specs"
+
+
+def spec_names(root: Path) -> set[str]:
+    """The rootfs spec names a service of the deployment in ``root`` may use: the bundled
+    specs and the deployment's own ``rootfs_specs/``."""
+    names: set[str] = set()
+    for d in (bundled_specs_dir(), root / SPECS_DIR):
+        with contextlib.suppress(OSError):  # no such directory: no names from it
+            names.update(n[:-5] for n in os.listdir(d) if n.endswith(".yaml"))
+    return names
 
 
 def short_hostname() -> str:

@@ -83,11 +83,13 @@ def _problem_order(p: Problem) -> tuple[Location, str, str]:
 
 
 def unknown_name(what: str, name: str, known: list[str], loc: Location | None,
-                 key: str) -> Problem:
-    """E120: a name that is not defined, with the closest known one as a hint."""
+                 key: str, *, code: str = "E120", where: str = "",
+                 severity: Severity = Severity.ERROR) -> Problem:
+    """E120 (or ``code``): a name that is not defined, with the closest known one as a hint."""
     import difflib  # only on errors
 
     close = difflib.get_close_matches(name, known, n=1)
     hint = (f"did you mean {close[0]!r}?" if close
             else f"known: {', '.join(sorted(known))}" if 0 < len(known) <= 12 else "")
-    return Problem("E120", f"unknown {what} {name!r}", loc, key, hint)
+    return Problem(code, f"unknown {what} {name!r}" + (f" {where}" if where else ""), loc,
+                   key, hint, severity)

@@ -11,7 +11,8 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from ipaddress import IPv4Address
 
-from osunits.errors import Location, Problem, Severity
+from osunits.deployment import SPECS_DIR, spec_names
+from osunits.errors import Location, Problem, Severity, unknown_name
 from osunits.model import (
     Dependency,
     DependencyKind,
@@ -236,13 +237,31 @@ def check_deployment(dep: Deployment, hosts: Iterable[str] | None = None) -> Rep
             hint="systemd would break it at start by dropping an arbitrary job; remove one edge"))
 
     check_network(dep, report.problems)
-    for h in dep.hosts:
-        if wanted is not None and h.name not in wanted:
-            continue
+    checked = [h for h in dep.hosts if wanted is None or h.name in wanted]
+    for h in checked:
         g = _check_host(dep, h, placement, known, report.problems)
         g.addresses.update(allocate(h, dep.network, report.problems))
         report.hosts.append(g)
+    _check_rootfs(dep, checked, report.problems)
     return report
+
+
+def _check_rootfs(dep: Deployment, hosts: list[Host], problems: list[Problem]) -> None:
+    """C009: a rootfs no spec provides (a warning: images may be built from elsewhere,
+    but a typo would otherwise show only when the service fails to start)."""
+    specs: set[str] | None = None
+    seen: set[tuple[str, Location]] = set()
+    for h in hosts:
+        for s in h.services:
+            if (key := (s.rootfs, s.loc_of("rootfs"))) in seen:
+                continue
+            seen.add(key)
+            specs = spec_names(dep.root) if specs is None else specs
+            if s.rootfs not in specs:
+                problems.append(unknown_name(
+                    "rootfs spec", s.rootfs, sorted(specs), key[1], "rootfs", code="C009",
+                    severity=Severity.WARNING,
+                    where=f"(neither osunits' rootfs_specs/ nor {dep.root / SPECS_DIR}/ has it)"))
 
 
 def _first_service(dep: Deployment, name: str) -> Service | None:

@@ -72,6 +72,22 @@ def test_check_deps_reports_problems_with_exit_1() -> None:
     assert "dependency cycle: a => b => a" in res.output
 
 
+def test_a_rootfs_no_spec_provides_is_a_warning_with_the_closest(tmp_path: Path) -> None:
+    dep = tmp_path / "dep"
+    shutil.copytree(EXAMPLE, dep)
+    svc = dep / "services/keystone.yaml"
+    svc.write_text(svc.read_text().replace("rootfs: keystone", "rootfs: keystnoe"))
+    res = CliRunner().invoke(app, ["check-deps", "-d", str(dep)])
+    assert res.exit_code == 1
+    assert f"{svc}:2: warning[C009]: rootfs: unknown rootfs spec 'keystnoe'" in res.output
+    assert "did you mean 'keystone'?" in res.output
+    assert res.output.count("C009") == 1
+    (dep / "rootfs_specs").mkdir()  # the deployment's own specs count too
+    (dep / "rootfs_specs/keystnoe.yaml").write_text("base: keystone\n")
+    res = CliRunner().invoke(app, ["check-deps", "-d", str(dep)])
+    assert res.exit_code == 0 and "C009" not in res.output
+
+
 def test_check_deps_unreadable_input_exit_2() -> None:
     res = CliRunner().invoke(app, ["check-deps", "-d", str(BAD / "binary-file")])
     assert res.exit_code == 2

@@ -134,8 +134,10 @@ def check_deps(
     deployment: DeploymentOpt = None,
     fmt: Annotated[Format, typer.Option("--format", "-f", help="text for people, json for "
                                         "tools, dot for graphviz (dot -Tsvg)")] = Format.text,
+    render: Annotated[bool, typer.Option(help="Render every config template, as generate "
+                                         "would, to report template errors")] = True,
 ) -> None:
-    """Validate the deployment's graph; print start order, critical path and problems."""
+    """Validate the deployment; print start order, critical path and problems."""
     from osunits import report
     from osunits.deployment import load_deployment
     from osunits.graph import check_deployment
@@ -147,6 +149,11 @@ def check_deps(
             raise DeploymentError([unknown_name("host", host, [h.name for h in dep.hosts],
                                                  None, "--host")])
         rep = check_deployment(dep, [host] if host else None)
+        if render:
+            from osunits.plan import check_configs
+
+            checked = {g.host for g in rep.hosts}
+            rep.problems += check_configs(dep, [h for h in dep.hosts if h.name in checked])
     except OsunitsError as e:
         raise _fail(e, writes=False) from None
     if fmt is Format.json:

@@ -20,6 +20,7 @@ import hashlib
 import importlib._bootstrap_external
 import importlib.util
 import sys
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 from typing import Any
@@ -288,6 +289,24 @@ def _hosts_file(dep: Deployment, host: Host, addresses: dict[str, str], private:
 
 def hosts_path(layout: Layout, private: bool) -> PurePosixPath:
     return layout.config / ("hosts" if private else "hosts.host-network")
+
+
+def check_configs(dep: Deployment, hosts: Iterable[Host]) -> list[Problem]:
+    """Render every config file of these hosts' services and keep only the problems, each
+    once: check-deps says what generate would refuse, without writing anything."""
+    renderer = ConfigRenderer(dep.root / TEMPLATES_DIR)
+    problems: dict[Problem, None] = {}
+    for host in hosts:
+        for svc in host.services:
+            if not svc.config:
+                continue
+            context = _config_context(dep, host, svc)
+            for cf in svc.config:
+                try:
+                    renderer.render(cf.template, context, cf.loc)
+                except DeploymentError as e:
+                    problems.update(dict.fromkeys(e.problems))
+    return list(problems)
 
 
 def _plan_service(dep: Deployment, host: Host, svc: Service, renderer: ConfigRenderer,

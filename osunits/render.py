@@ -8,6 +8,7 @@ refuses any printed value that did not pass through one of the filters of
 from __future__ import annotations
 
 import functools
+import os
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -133,5 +134,20 @@ class ConfigRenderer:
                 Location(str(self.dir / name), e.lineno or 0), "config.template")]) from None
         except (jinja2.UndefinedError, SecurityError, TypeError,
                 ValueError) as e:
+            line = _template_line(e, self.dir / name)
             raise DeploymentError([Problem(
-                "T003", f"cannot render {name}: {e}", where, "config.template")]) from None
+                "T003", f"cannot render {name}: {e}",
+                Location(str(self.dir / name), line) if line else where, "config.template",
+                hint=f"used at {where}" if line and where else "")]) from None
+
+
+def _template_line(e: BaseException, path: Path) -> int:
+    """The template's line the error was raised at (jinja2 rewrites tracebacks so that
+    its frames carry the template's file name and line), or 0."""
+    line, name = 0, os.path.normpath(path)
+    tb = e.__traceback__
+    while tb is not None:
+        if tb.tb_frame.f_code.co_filename == name:
+            line = tb.tb_lineno
+        tb = tb.tb_next
+    return line

@@ -88,6 +88,31 @@ def test_a_rootfs_no_spec_provides_is_a_warning_with_the_closest(tmp_path: Path)
     assert res.exit_code == 0 and "C009" not in res.output
 
 
+@pytest.mark.parametrize("case", ["config-template-missing", "config-template-syntax"])
+def test_check_deps_reports_template_errors_as_generate_does(case: str) -> None:
+    res = CliRunner().invoke(app, ["check-deps", "-d", str(BAD / case)])
+    assert res.exit_code == 1
+    out = res.output.replace(str(BAD / case) + "/", "")
+    for exp in expectations(BAD / case):
+        assert exp in out, f"expected {exp!r} in:\n{out}"
+    res = CliRunner().invoke(app, ["check-deps", "-d", str(BAD / case), "--no-render"])
+    assert "error[T" not in res.output  # (exit 1 still: the fixture's rootfs is C009)
+
+
+def test_a_template_that_fails_to_render_names_its_own_line(tmp_path: Path) -> None:
+    dep = tmp_path / "dep"
+    shutil.copytree(EXAMPLE, dep)
+    tmpl = dep / "templates/glance/glance-api.conf.j2"
+    lines = tmpl.read_text().splitlines(keepends=True)
+    tmpl.write_text("".join(lines[:2]) + "x = {{ host.nosuch }}\n" + "".join(lines[2:]))
+    for argv in (["check-deps"], ["generate", "-H", "ctl01", "--root", str(tmp_path / "r")]):
+        res = CliRunner().invoke(app, [*argv, "-d", str(dep)])
+        assert res.exit_code == (1 if argv[0] == "check-deps" else 2), res.output
+        assert f"{tmpl}:3: error[T003]: config.template: cannot render " in res.output
+        assert f"hint: used at {dep}/services/glance-api.yaml:" in res.output
+        assert res.output.count("T003") == 1
+
+
 def test_check_deps_unreadable_input_exit_2() -> None:
     res = CliRunner().invoke(app, ["check-deps", "-d", str(BAD / "binary-file")])
     assert res.exit_code == 2

@@ -81,6 +81,16 @@ def _links(tb: Testbed) -> str:
     return tb.run(["/sbin/ip", "-br", "link"]).stdout + tb.run(["/sbin/ip", "netns"]).stdout
 
 
+def _teardown_state(tb: Testbed) -> str:
+    """What a failed teardown assertion needs to be understood: units and their journal."""
+    units = tb.systemctl("list-units", "--all", "--no-pager", "--plain", "osunits-*",
+                         "systemd-nspawn@*").stdout
+    log = tb.run(["/usr/bin/journalctl", "--no-pager", "-o", "short-monotonic", "-n", "80",
+                  "-u", "osunits-net-*", "-u", "systemd-nspawn@*", "-u", "openstack.target"],
+                 check=False).stdout
+    return f"\n--- units ---\n{units}\n--- journal ---\n{log}"
+
+
 def test_same_port_twice_names_and_published_ports(lab: dict[str, Testbed]) -> None:
     a = lab["a"]
     with Systemd(a.bus_address.decode()) as sd:
@@ -172,7 +182,8 @@ def test_stop_leaves_no_bridges_veths_or_namespaces(lab: dict[str, Testbed]) -> 
     res = CliRunner().invoke(cli_app, ["stop", "--bus", a.bus_address.decode()])
     assert res.exit_code == 0, res.output
     left = _links_after_stop(a)
-    assert "osunits0" not in left and "vo-" not in left and "osunits-" not in left, left
+    assert "osunits0" not in left and "vo-" not in left and "osunits-" not in left, (
+        left + _teardown_state(a))
     assert "10.213." not in a.run(["/sbin/ip", "-br", "addr"]).stdout
 
 
@@ -209,6 +220,6 @@ def test_containers_join_an_existing_provider_bridge(tmp_path: Path) -> None:
         _stop(tb)
         left = tb.run(["/sbin/ip", "-br", "addr", "show", "provbr0"]).stdout
         assert "172.29.0.1/24" in left  # the provider's bridge, untouched
-        assert "vo-" not in _links_after_stop(tb)
+        assert "vo-" not in _links_after_stop(tb), _teardown_state(tb)
     finally:
         tb.teardown()

@@ -78,7 +78,8 @@ def generate(
     """Compile the deployment into HOST's container units and write them."""
     from osunits.deployment import load_deployment
     from osunits.output import write_files
-    from osunits.plan import plan_host
+    from osunits.plan import INSTALLED, plan_host
+    from osunits.systemd.units import TARGET
 
     try:
         d = deployment_dir(deployment)
@@ -103,6 +104,10 @@ def generate(
             print(f"{c.change:6} {c.path}")
         n = len(plan.files)
         print(f"{plan.host}: {n} files, {len(result.changes)} changed", file=sys.stderr)
+        if not os.path.lexists(str(root) + str(INSTALLED.boot_wants)):
+            here = "" if root.resolve() == Path("/") else f" --root {root}"
+            print(f"note: {TARGET} does not start at boot: `systemctl enable {TARGET}{here}`",
+                  file=sys.stderr)
     if (dry_run or diff) and result.changed:
         raise typer.Exit(1)
 

@@ -67,6 +67,8 @@ def gate_unit(dep: str) -> str:
 
 def publish_unit(service: str, port: int, suffix: str) -> str:
     return f"osunits-publish-{service}-{port}.{suffix}"
+
+
 DROPIN_NAME = "50-osunits.conf"
 START_MARGIN = 30  # seconds on top of the readiness timeout for the container itself
 
@@ -81,11 +83,20 @@ class Layout:
     nspawn: PurePosixPath = PurePosixPath("/etc/systemd/nspawn")
     machines: PurePosixPath = PurePosixPath("/var/lib/machines")
     own: PurePosixPath = OSUNITS_LIB  # rendered config, the init, the manifest
+    # Pull the target in at boot with our own wants link: in generator mode, where
+    # `systemctl enable` refuses generated units; `generate` leaves it to the operator.
+    boot_link: bool = False
 
     @classmethod
     def generator(cls, unit_dir: str) -> Layout:
         return cls(PurePosixPath(unit_dir), PurePosixPath("/run/systemd/nspawn"),
-                   PurePosixPath("/run/machines"), PurePosixPath("/run/osunits"))
+                   PurePosixPath("/run/machines"), PurePosixPath("/run/osunits"),
+                   boot_link=True)
+
+    @property
+    def boot_wants(self) -> PurePosixPath:
+        """Where a link makes boot (multi-user.target) start the target."""
+        return self.units / "multi-user.target.wants" / TARGET
 
     @property
     def config(self) -> PurePosixPath:
@@ -194,6 +205,9 @@ def plan_host(dep: Deployment, host_name: str, given_by: str = "--host",
         str(f.path.name) for f in extra if f.path.name == f"{READY_UNIT}.socket")
     files.append(PlannedFile(layout.units / TARGET, render_unit(
         "openstack.target.j2", host=host.name, units=wanted).encode(), source="deployment.yaml"))
+    if layout.boot_link:
+        files.append(PlannedFile(layout.boot_wants, link=str(layout.units / TARGET),
+                                 source="deployment.yaml"))
     files.append(PlannedFile(layout.init, INIT_SOURCE.read_bytes(), 0o755, source="osunits"))
     files.append(PlannedFile(_pyc_path(layout), _init_bytecode(), 0o644, source="osunits"))
     return HostPlan(host.name, tuple(sorted(files, key=lambda f: f.path)), graph, warnings)

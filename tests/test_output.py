@@ -276,6 +276,20 @@ def test_adopt_takes_over_exactly_what_would_be_written(tmp_path: Path) -> None:
     assert res.exit_code == 0 and "0 changed" in res.output
 
 
+def test_generate_says_when_the_target_does_not_start_at_boot(tmp_path: Path) -> None:
+    root = tmp_path / "root"
+    gen = ["generate", "-H", "ctl01", "-d", str(EXAMPLE), "--root", str(root)]
+    res = CliRunner().invoke(app, gen)
+    assert res.exit_code == 0
+    assert f"note: openstack.target does not start at boot: `systemctl enable " \
+        f"openstack.target --root {root}`" in res.output
+    wants = root / "etc/systemd/system/multi-user.target.wants"
+    wants.mkdir()
+    (wants / "openstack.target").symlink_to("../openstack.target")  # what enable makes
+    res = CliRunner().invoke(app, gen)
+    assert res.exit_code == 0 and "note:" not in res.output
+
+
 def test_a_root_that_is_a_file_is_a_clear_error(tmp_path: Path) -> None:
     afile = tmp_path / "afile"
     afile.write_text("mine\n")

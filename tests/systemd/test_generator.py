@@ -53,6 +53,8 @@ def test_generator_compiles_units_at_reload_and_they_start(tb: Testbed) -> None:
     assert show["LoadState"] == "loaded"
     assert show["FragmentPath"] == "/run/systemd/generator/openstack.target"
     assert "systemd-nspawn@api.service" in show["Wants"]
+    # boot starts it: `systemctl enable` refuses generated units, so the generator links it
+    assert "openstack.target" in tb.show("multi-user.target", "Wants")["Wants"].split()
     assert (tb.root / "run/systemd/nspawn/api.nspawn").is_file()
     assert (tb.root / "run/machines/api").is_symlink()
     drop = tb.show("systemd-nspawn@api.service", "DropInPaths", "Requires")

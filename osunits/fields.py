@@ -90,13 +90,22 @@ def parse_line(v: Value) -> str:
     return s
 
 
+NAME_HINT = "use lower-case letters, digits and '-', starting with a letter (at most 63)"
+
+
+def name_error(s: str, what: str = "name") -> str | None:
+    """Why ``s`` is not a valid name (machine, unit and host names are built from it)."""
+    if NAME_RE.match(s):
+        return None
+    if len(s) > 63 and NAME_RE.match(s[:63]):
+        return f"{s[:20]!r}... is not a valid {what}: {len(s)} characters, at most 63"
+    return f"{s!r} is not a valid {what}"
+
+
 def parse_name(v: Value) -> str:
     s = parse_str(v, allow_empty=False)
-    if not NAME_RE.match(s):
-        raise Invalid(
-            f"{s!r} is not a valid name",
-            hint="use lower-case letters, digits and '-', starting with a letter (max 63)",
-        )
+    if (err := name_error(s)) is not None:
+        raise Invalid(err, hint=NAME_HINT)
     return s
 
 
@@ -204,12 +213,20 @@ def list_of(item: Callable[[Value], T]) -> Callable[[Value], tuple[T, ...]]:
     return parse
 
 
-def names_list(v: Value) -> tuple[str, ...]:
-    items = list_of(parse_name)(v)
-    if len(set(items)) != len(items):
-        dup = sorted({x for x in items if items.count(x) > 1})
-        raise Invalid(f"listed twice: {', '.join(dup)}")
-    return items
+def unique_list_of(item: Callable[[Value], T]) -> Callable[[Value], tuple[T, ...]]:
+    """list_of, where an item listed twice is an error (a typo, or a copy left behind)."""
+    parse_list = list_of(item)
+
+    def parse(v: Value) -> tuple[T, ...]:
+        items = parse_list(v)
+        if len(set(items)) != len(items):
+            dup = sorted({str(x) for x in items if items.count(x) > 1})
+            raise Invalid(f"listed twice: {', '.join(dup)}")
+        return items
+    return parse
+
+
+names_list = unique_list_of(parse_name)
 
 
 def parse_exec(v: Value) -> tuple[str, ...]:
@@ -466,14 +483,14 @@ SERVICE_FIELDS: tuple[Field, ...] = (
           "tolerated (Wants= + After=).", _NAMES_SCHEMA),
     Field("after", names_list, (), "Order after these services when both are started "
           "(After= only).", _NAMES_SCHEMA),
-    Field("ports", list_of(parse_port_spec), (), "Ports the service listens on: 5000, "
+    Field("ports", unique_list_of(parse_port_spec), (), "Ports the service listens on: 5000, "
           "'5000/udp' or {port, protocol}.",
           {"type": "array", "items": {"oneOf": [_PORT_SCHEMA, {
               "type": "string", "pattern": r"^\d+(/(tcp|udp))?$"}, {
               "type": "object", "properties": {"port": _PORT_SCHEMA,
                                                "protocol": {"enum": ["tcp", "udp"]}},
               "required": ["port"], "additionalProperties": False}]}}),
-    Field("publish", list_of(parse_publish), (), "Container ports published on the host: "
+    Field("publish", unique_list_of(parse_publish), (), "Container ports published on the host: "
           "'HOST:CONTAINER[/udp]', 'ADDRESS:HOST:CONTAINER' or a mapping.",
           {"type": "array", "items": {"oneOf": [_PORT_SCHEMA, {
               "type": "string", "pattern": _PUBLISH_RE.pattern}, {

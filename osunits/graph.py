@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import graphlib
 from collections.abc import Iterable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from ipaddress import IPv4Address
 
 from osunits.deployment import SPECS_DIR, spec_names
@@ -298,8 +298,10 @@ def _check_host(dep: Deployment, h: Host, placement: dict[str, tuple[str, ...]],
                         severity=Severity.WARNING))
                 continue
             if d.name not in known:
-                problems.append(Problem("C002", f"{s.name} on {h.name}: unknown service "
-                                        f"{d.name!r}", loc, str(d.kind)))
+                unknown = unknown_name("service", d.name, sorted(known), loc, str(d.kind),
+                                       code="C002")
+                problems.append(replace(
+                    unknown, message=f"{s.name} on {h.name}: {unknown.message}"))
                 continue
             remote = placement.get(d.name, ())
             if not remote:

@@ -151,8 +151,12 @@ def load_yaml(path: Path) -> Mapping:
         mark = e.problem_mark or e.context_mark
         line = mark.line + 1 if mark else 0
         msg = e.problem or e.context or "invalid YAML"
+        # PyYAML says "cannot start any token" of a tab, or worse, nothing about it
+        lines = text.split("\n", mark.line + 1) if mark is not None else []
+        tab = mark is not None and mark.line < len(lines) and "\t" in lines[mark.line]
         raise DeploymentError(
-            [Problem("E005", f"invalid YAML: {msg}", Location(str(path), line))]
+            [Problem("E005", f"invalid YAML: {msg}", Location(str(path), line),
+                     hint="this line holds a tab: YAML indents with spaces only" if tab else "")]
         ) from e
     except yaml.YAMLError as e:
         raise DeploymentError([Problem("E005", f"invalid YAML: {e}", Location(str(path)))]) from e

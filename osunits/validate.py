@@ -143,10 +143,8 @@ def _load_service_files(sdir: Path, problems: list[Problem], broken: set[str],
                 problems.append(Problem("E104", f"name {name!r} differs from the file name",
                                         name_v.loc, "name", hint=f"rename the file to {name}.yaml"))
                 continue
-        elif not fields.NAME_RE.match(stem):
-            problems.append(Problem("E103", f"{stem!r} is not a valid service name",
-                                    Location(str(path)), "name",
-                                    "use lower-case letters, digits and '-', starting with a letter"))
+        elif (err := fields.name_error(stem, "service name")) is not None:
+            problems.append(Problem("E103", err, Location(str(path)), "name", fields.NAME_HINT))
             continue
         if not _defined_before(name, m.loc, out, reused, problems):
             out[name] = m
@@ -277,8 +275,8 @@ def _load_roles(top: Mapping, services: set[str], broken: set[str],
         return roles
     for rname, rv in rm.entries.items():
         kloc = rm.key_loc(rname)
-        if not fields.NAME_RE.match(rname):
-            problems.append(Problem("E103", f"{rname!r} is not a valid role name", kloc, "roles"))
+        if (err := fields.name_error(rname, "role name")) is not None:
+            problems.append(Problem("E103", err, kloc, "roles", fields.NAME_HINT))
             continue
         if isinstance(rv, Sequence):  # short form: a list of services
             rv = Mapping({"services": rv}, {"services": rv.loc}, rv.loc, rm.source)
@@ -294,21 +292,24 @@ def _load_roles(top: Mapping, services: set[str], broken: set[str],
                 problems.append(unknown_name("service", sname, sorted(services), loc,
                                               f"roles.{rname}.services"))
             names.append(sname)
-        overrides = _overrides(rv, f"roles.{rname}", set(names), problems)
+        overrides = _overrides(rv, f"roles.{rname}", set(names), problems,
+                               f"not in role {rname}")
         roles[rname] = (tuple(names), overrides, kloc)
     return roles
 
 
 def _overrides(m: Mapping, where: str, allowed: set[str] | None,
-               problems: list[Problem]) -> Mapping | None:
+               problems: list[Problem], runs_on: str) -> Mapping | None:
+    """The ``overrides`` of ``m`` (a role or host at key path ``where``), which may only
+    name services in ``allowed`` (``runs_on`` says where, for the error)."""
     ov = _mapping_or_empty(m, "overrides", problems)
     if ov is None:
         return None
     for sname, sv in ov.entries.items():
         loc = ov.key_loc(sname)
         if allowed is not None and sname not in allowed:
-            problems.append(unknown_name(f"service (not in {where})", sname, sorted(allowed),
-                                          loc, f"{where}.overrides"))
+            problems.append(unknown_name("service", sname, sorted(allowed), loc,
+                                         f"{where}.overrides", where=f"({runs_on})"))
         elif not isinstance(sv, Mapping):
             problems.append(Problem("E106", "expected a mapping of service keys", sv.loc,
                                     f"{where}.overrides.{sname}"))
@@ -334,8 +335,8 @@ def _load_hosts(top: Mapping, roles: dict[str, _Role], names: set[str],
     built: dict[tuple[str, tuple[int, ...]], Service | None] = {}
     for hname, hv in hm.entries.items():
         kloc = hm.key_loc(hname)
-        if not fields.NAME_RE.match(hname):
-            problems.append(Problem("E103", f"{hname!r} is not a valid host name", kloc, "hosts"))
+        if (err := fields.name_error(hname, "host name")) is not None:
+            problems.append(Problem("E103", err, kloc, "hosts", fields.NAME_HINT))
             continue
         if not isinstance(hv, Mapping):
             problems.append(Problem("E106", "expected a mapping", hv.loc, f"hosts.{hname}"))
@@ -373,7 +374,8 @@ def _load_hosts(top: Mapping, roles: dict[str, _Role], names: set[str],
                                               f"hosts.{hname}.services"))
             elif sname not in svc_names:
                 svc_names.append(sname)
-        host_ov = _overrides(hv, f"host {hname!r}", set(svc_names), problems)
+        host_ov = _overrides(hv, f"hosts.{hname}", set(svc_names), problems,
+                             f"not on host {hname}")
         services = []
         for sname in sorted(svc_names):
             if sname not in base:

@@ -225,16 +225,12 @@ def check_deployment(dep: Deployment, hosts: Iterable[str] | None = None) -> Rep
             name_edges.setdefault(s.name, set()).update(
                 d.name for d in s.dependencies if d.name in placement)
     for cyc in find_cycles({k: sorted(v) for k, v in name_edges.items()}):
-        first = _first_service(dep, cyc[0])
-        loc = first.loc if first else None
-        dloc = None
-        if first:
-            for d in first.dependencies:
-                if d.name == cyc[1]:
-                    dloc = d.loc
+        # Every edge with where it is written: the one just added may be any of them.
+        edges = [_edge(dep, a, b) for a, b in zip(cyc, cyc[1:], strict=False)]
         report.problems.append(Problem(
-            "C001", "dependency cycle: " + " => ".join(cyc), dloc or loc, "requires/wants/after",
-            hint="systemd would break it at start by dropping an arbitrary job; remove one edge"))
+            "C001", "dependency cycle: " + " => ".join(cyc), edges[0][0], "requires/wants/after",
+            hint="its edges: " + "; ".join(f"{text} ({loc})" for loc, text in edges)
+            + ". systemd would break it at start by dropping an arbitrary job: remove one"))
 
     check_network(dep, report.problems)
     checked = [h for h in dep.hosts if wanted is None or h.name in wanted]
@@ -264,8 +260,14 @@ def _check_rootfs(dep: Deployment, hosts: list[Host], problems: list[Problem]) -
                     where=f"(neither osunits' rootfs_specs/ nor {dep.root / SPECS_DIR}/ has it)"))
 
 
-def _first_service(dep: Deployment, name: str) -> Service | None:
-    return next((s for s in dep.services if s.name == name), None)
+def _edge(dep: Deployment, a: str, b: str) -> tuple[Location | None, str]:
+    """Where service ``a``'s dependency on ``b`` is written, and the edge in words."""
+    for s in (*dep.services, *(s for h in dep.hosts for s in h.services)):
+        if s.name == a:
+            for d in s.dependencies:
+                if d.name == b:
+                    return _dep_loc(s, d), f"{a} {d.kind} {b}"
+    return None, f"{a} => {b}"  # pragma: no cover - cycles are found from these edges
 
 
 def empty_host(h: Host, severity: Severity) -> Problem:

@@ -219,7 +219,11 @@ def write_files(root: Path, files: tuple[PlannedFile, ...], *, host: str = "",
         raise OutputError(f"{root}: not a directory; nothing was written")
     if dry_run:
         return _write_files(root, files, host, True, adopt, layout)
-    with _locked(_on_disk(root, layout.manifest.with_name("manifest.lock"))):
+    lock = _on_disk(root, layout.manifest.with_name("manifest.lock"))
+    if not lock.parent.exists():
+        # A root osunits never wrote to: find any refusal before the lock creates a file
+        plan_changes(root, files, layout.manifest, host=host, dry_run=True, adopt=adopt)
+    with _locked(lock):
         return _write_files(root, files, host, False, adopt, layout)
 
 

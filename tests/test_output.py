@@ -52,6 +52,7 @@ def test_refuses_unowned_and_edited_files_and_writes_nothing() -> None:
             write_files(root, (pf("/etc/new.conf", "x"), pf("/etc/theirs.conf", "ours")))
         assert not (root / "etc/new.conf").exists()
         assert (root / "etc/theirs.conf").read_text() == "operator's\n"
+        assert not (root / "var").exists()  # not even the lock: nothing was written
         write_files(root, (pf("/etc/ours.conf", "v1"),))
         (root / "etc/ours.conf").write_text("edited by hand")
         with pytest.raises(OutputError, match="changed since osunits wrote it"):

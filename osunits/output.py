@@ -222,7 +222,9 @@ def write_files(root: Path, files: tuple[PlannedFile, ...], *, host: str = "",
     lock = _on_disk(root, layout.manifest.with_name("manifest.lock"))
     if not lock.parent.exists():
         # A root osunits never wrote to: find any refusal before the lock creates a file
-        plan_changes(root, files, layout.manifest, host=host, dry_run=True, adopt=adopt)
+        # (an OSError is left to the locked run, which says it as it says it always)
+        with contextlib.suppress(OSError):
+            plan_changes(root, files, layout.manifest, host=host, dry_run=True, adopt=adopt)
     with _locked(lock):
         return _write_files(root, files, host, False, adopt, layout)
 

@@ -17,6 +17,7 @@ from typing import Any, TypeVar
 from osunits.errors import Location, Problem
 from osunits.load import Mapping, Scalar, Sequence, Value
 from osunits.model import (
+    Bind,
     ConfigFile,
     Limits,
     NetworkMode,
@@ -357,6 +358,55 @@ def parse_config_file(v: Value) -> ConfigFile:
     return ConfigFile(tmpl, parse_abs_path(_need(m, "path")), mode, m.loc)
 
 
+def parse_bind(v: Value) -> Bind:
+    """'HOST[:CONTAINER][:ro]' or {host, path, read_only}; the container path defaults to
+    the host's."""
+    if isinstance(v, Mapping):
+        _only(v, {"host", "path", "read_only"}, "a bind")
+        host = parse_abs_path(_need(v, "host"))
+        path = parse_abs_path(v.entries["path"]) if "path" in v.entries else host
+        ro = parse_bool(v.entries["read_only"]) if "read_only" in v.entries else False
+        return Bind(host, path, ro)
+    s = parse_line(v)
+    parts = s.split(":")
+    ro = len(parts) > 1 and parts[-1] in ("ro", "rw")
+    mode = parts.pop() if ro else "rw"
+    if not 1 <= len(parts) <= 2:
+        raise Invalid(f"{s!r}: give HOST_PATH[:CONTAINER_PATH][:ro]")
+    host = parse_abs_path(Scalar(parts[0], v.loc))
+    return Bind(host, parse_abs_path(Scalar(parts[-1], v.loc)), mode == "ro")
+
+
+def parse_device(v: Value) -> PurePosixPath:
+    p = parse_abs_path(v)
+    if p.parts[:2] != ("/", "dev") or len(p.parts) < 3:
+        raise Invalid(f"{p}: a device node lives under /dev/")
+    return p
+
+
+# capabilities(7), as systemd names them.
+CAPABILITIES = frozenset(f"CAP_{c}" for c in (
+    "AUDIT_CONTROL", "AUDIT_READ", "AUDIT_WRITE", "BLOCK_SUSPEND", "BPF", "CHECKPOINT_RESTORE",
+    "CHOWN", "DAC_OVERRIDE", "DAC_READ_SEARCH", "FOWNER", "FSETID", "IPC_LOCK", "IPC_OWNER",
+    "KILL", "LEASE", "LINUX_IMMUTABLE", "MAC_ADMIN", "MAC_OVERRIDE", "MKNOD", "NET_ADMIN",
+    "NET_BIND_SERVICE", "NET_BROADCAST", "NET_RAW", "PERFMON", "SETFCAP", "SETGID", "SETPCAP",
+    "SETUID", "SYS_ADMIN", "SYS_BOOT", "SYS_CHROOT", "SYS_MODULE", "SYS_NICE", "SYS_PACCT",
+    "SYS_PTRACE", "SYS_RAWIO", "SYS_RESOURCE", "SYS_TIME", "SYS_TTY_CONFIG", "SYSLOG",
+    "WAKE_ALARM"))
+
+
+def parse_capability(v: Value) -> str:
+    s = parse_str(v, allow_empty=False).upper()
+    cap = s if s.startswith("CAP_") else f"CAP_{s}"
+    if cap not in CAPABILITIES:
+        import difflib  # only on errors
+
+        close = difflib.get_close_matches(cap, sorted(CAPABILITIES), n=1)
+        raise Invalid(f"{s!r} is not a capability (capabilities(7))",
+                      hint=f"did you mean {close[0]}?" if close else "")
+    return cap
+
+
 def parse_state_dir(v: Value) -> StateDir:
     if not isinstance(v, Mapping):
         return StateDir(parse_abs_path(v))
@@ -517,6 +567,25 @@ SERVICE_FIELDS: tuple[Field, ...] = (
                   "path": {"type": "string", "pattern": "^/"},
                   "host": {"type": "string", "pattern": "^/"}, "shared": {"type": "boolean"}},
               "required": ["path"], "additionalProperties": False}]}}),
+    Field("binds", unique_list_of(parse_bind), (), "Host paths the container sees, such as "
+          "a libvirt or Open vSwitch socket directory: 'HOST[:CONTAINER][:ro]' or {host, path, "
+          "read_only}.",
+          {"type": "array", "items": {"oneOf": [
+              {"type": "string", "pattern": "^/[^:]*(:/[^:]*)?(:(ro|rw))?$"}, {
+                  "type": "object", "properties": {
+                      "host": {"type": "string", "pattern": "^/"},
+                      "path": {"type": "string", "pattern": "^/"},
+                      "read_only": {"type": "boolean"}},
+                  "required": ["host"], "additionalProperties": False}]}}),
+    Field("devices", unique_list_of(parse_device), (), "Device nodes the container may use, "
+          "such as /dev/kvm: bound into it and allowed (DeviceAllow=).",
+          {"type": "array", "items": {"type": "string", "pattern": "^/dev/."},
+           "uniqueItems": True}),
+    Field("capabilities", unique_list_of(parse_capability), (), "Capabilities on top of "
+          "systemd-nspawn's default set, such as CAP_NET_ADMIN for a network agent "
+          "(Capability=).",
+          {"type": "array", "items": {"type": "string", "pattern": "^(CAP_)?[A-Za-z_]+$"},
+           "uniqueItems": True}),
     Field("readiness", parse_readiness, None, "When the service counts as ready: notify, "
           "{tcp: PORT}, {http: URL}, {command: CMD}, each with an optional timeout; or none.",
           {"oneOf": [{"enum": ["notify", "none"]}, *[

@@ -116,6 +116,16 @@ class StateDir:
 
 @_pickled_as_arguments
 @dataclass(frozen=True, slots=True)
+class Bind:
+    """A host path the container sees (a libvirt or Open vSwitch socket directory...)."""
+
+    host: PurePosixPath
+    path: PurePosixPath  # in the container
+    read_only: bool = False
+
+
+@_pickled_as_arguments
+@dataclass(frozen=True, slots=True)
 class Readiness:
     kind: ReadinessKind
     target: str = ""  # port, URL or shell-free command line, by kind
@@ -163,6 +173,9 @@ class Service:
     address: str  # fixed address on the host bridge; "" = allocated
     config: tuple[ConfigFile, ...]
     state: tuple[StateDir, ...]
+    binds: tuple[Bind, ...]
+    devices: tuple[PurePosixPath, ...]  # device nodes under /dev, bound and allowed
+    capabilities: tuple[str, ...]  # CAP_* on top of systemd-nspawn's default set
     readiness: Readiness
     restart: RestartPolicy
     restart_sec: int

@@ -342,6 +342,10 @@ def _plan_service(dep: Deployment, host: Host, svc: Service, renderer: ConfigRen
         digest.update(f"{cf.path}\0{cf.mode:o}\0".encode() + text.encode() + b"\0")
     binds_ro.append((str(hosts_path(layout, svc.network is NetworkMode.PRIVATE)), "/etc/hosts"))
     binds = [(str(st.host_path(svc.name)), str(st.path)) for st in svc.state]
+    state_dirs = sorted({b[0] for b in binds})
+    for b in svc.binds:
+        (binds_ro if b.read_only else binds).append((str(b.host), str(b.path)))
+    binds += [(str(d), str(d)) for d in svc.devices]
     env: list[tuple[str, str]] = []
     params: list[str] = []
     if not svc.boot:
@@ -414,7 +418,7 @@ def _plan_service(dep: Deployment, host: Host, svc: Service, renderer: ConfigRen
             # is 2 s or more: a crash loop would never end.
             start_limit=5 * (svc.restart_sec + 10),
             config_hash=digest.hexdigest()[:16] if svc.config else "",
-            state_dirs=sorted({b[0] for b in binds}),
+            state_dirs=state_dirs,
         ).encode(), source=source))
     files.append(PlannedFile(layout.machines / svc.machine, link=str(ROOTFS_DIR / svc.rootfs),
                              source=source))

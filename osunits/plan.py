@@ -248,10 +248,12 @@ def _plan_network(dep: Deployment, host: Host, layout: Layout, addresses: dict[s
     if ready:
         listen = listen_address(host.address, READY_PORT)  # where the gates connect
         files.append(PlannedFile(layout.units / f"{READY_UNIT}.socket", render_unit(
-            "ready.socket.j2", listen=listen, **common).encode(), source="deployment.yaml"))
+            "ready.socket.j2", listen=listen, user=READY_UNIT, **common).encode(),
+            source="deployment.yaml"))
         argv = ["/usr/bin/python3", "-I", "-S", init, "--answer-ready", *ready]
         files.append(PlannedFile(layout.units / f"{READY_UNIT}@.service", render_unit(
-            "ready@.service.j2", argv=argv, **common).encode(), source="deployment.yaml"))
+            "ready@.service.j2", argv=argv, user=READY_UNIT, own=str(layout.own), init=init,
+            **common).encode(), source="deployment.yaml"))
     return files
 
 

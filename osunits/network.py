@@ -29,6 +29,12 @@ def veth_name(service: str) -> str:
     return f"vo-{service[:6]}{zlib.crc32(service.encode()) & 0xFFFFFF:06x}"
 
 
+def listen_address(address: str, port: int) -> str:
+    """A socket unit's ``ListenStream=`` for one address: ``ADDR:PORT``, IPv6 in brackets
+    (systemd.socket(5))."""
+    return f"[{address}]:{port}" if ip_address(address).version == 6 else f"{address}:{port}"
+
+
 def allocate(host: Host, net: Network, problems: list[Problem]) -> dict[str, IPv4Address]:
     """Service → address on ``host``'s bridge, for its private-network services."""
     first = int(net.subnet.network_address) + 2  # .0 is the network, .1 the bridge

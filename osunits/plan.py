@@ -37,7 +37,7 @@ from osunits.graph import (
     ready_endpoint_services,
 )
 from osunits.model import DependencyKind, Deployment, Host, NetworkMode, Service
-from osunits.network import netns_name, veth_name
+from osunits.network import listen_address, netns_name, veth_name
 from osunits.render import ConfigRenderer, render_text, render_unit
 from osunits.systemd.escape import EscapeError
 from osunits.systemd.units import TARGET, unit_of
@@ -264,11 +264,14 @@ def _plan_network(dep: Deployment, host: Host, layout: Layout, addresses: dict[s
             timeout=net.gate_timeout, argv=argv, **common).encode(), source="deployment.yaml"))
     ready = ready_endpoint_services(dep, host)
     if ready:
+        listen = listen_address(host.address, READY_PORT)  # where the gates connect
         files.append(PlannedFile(layout.units / f"{READY_UNIT}.socket", render_unit(
-            "ready.socket.j2", port=READY_PORT, **common).encode(), source="deployment.yaml"))
+            "ready.socket.j2", listen=listen, user=READY_UNIT, **common).encode(),
+            source="deployment.yaml"))
         argv = ["/usr/bin/python3", "-I", "-S", init, "--answer-ready", *ready]
         files.append(PlannedFile(layout.units / f"{READY_UNIT}@.service", render_unit(
-            "ready@.service.j2", argv=argv, **common).encode(), source="deployment.yaml"))
+            "ready@.service.j2", argv=argv, user=READY_UNIT, own=str(layout.own), init=init,
+            **common).encode(), source="deployment.yaml"))
     return files
 
 

@@ -7,6 +7,8 @@ needs web1 on host a.  All addresses live inside the test hosts' own namespaces.
 
 from __future__ import annotations
 
+import json
+import subprocess
 import time
 import uuid
 from collections.abc import Iterator
@@ -223,3 +225,110 @@ def test_containers_join_an_existing_provider_bridge(tmp_path: Path) -> None:
         assert "vo-" not in _links_after_stop(tb), _teardown_state(tb)
     finally:
         tb.teardown()
+
+
+# Holds connections to host a's readiness endpoint from the given source addresses and
+# reports how many PID 1 closed at once (beyond its limits) and how many it kept (each has
+# an instance, waiting for a request line); on "ask", sends a request on all kept ones but
+# the last, and reports how long after it was opened PID 1 closed that stuck one.
+HOLD = r"""
+import json, select, socket, sys, time
+held, dropped = [], {}
+for src, n in json.loads(sys.argv[1]):
+    for _ in range(n):
+        s = socket.create_connection(("192.0.2.11", 7480), timeout=5, source_address=(src, 0))
+        held.append((src, s, time.monotonic()))
+time.sleep(2)  # PID 1 has taken each by now: an instance, or closed
+readable = select.select([h[1] for h in held], [], [], 0)[0]
+for h in [h for h in held if h[1] in readable]:
+    try:
+        closed = h[1].recv(1) == b""
+    except ConnectionResetError:
+        closed = True
+    if closed:
+        dropped[h[0]] = dropped.get(h[0], 0) + 1
+        held.remove(h)
+print(json.dumps({"dropped": dropped, "held": len(held)}), flush=True)
+sys.stdin.readline()
+answers = []
+for _, s, _ in held[:-1]:
+    s.sendall(b"GET /quiet HTTP/1.0\r\n\r\n")
+    answers.append(s.makefile("rb").read().split(b"\r\n")[0].decode())
+_, stuck, opened = held[-1]
+stuck.settimeout(30)
+try:
+    stuck.recv(1)
+except OSError:
+    pass
+print(json.dumps({"answers": answers, "stuck_for": time.monotonic() - opened}), flush=True)
+"""
+SOURCES = [f"192.0.2.{n}" for n in range(21, 26)]
+
+
+def test_readiness_endpoint_is_unprivileged_and_bounded(lab: dict[str, Testbed]) -> None:
+    """osunits-ready@.service answers as its own unprivileged user with no capabilities;
+    connections beyond MaxConnections(PerSource)= start no instance, a flood does not stop
+    the socket (no trigger limit), and a stuck connection is cut by RuntimeMaxSec=."""
+    a, b = lab["a"], lab["b"]
+    # the answer sees only its program, whatever the modes of the directories above it
+    mode = a.run(["/usr/bin/stat", "-c", "%a", "/var/lib/osunits"]).stdout.strip()
+    a.run(["/bin/chmod", "0700", "/var/lib/osunits"])
+    a.systemctl("start", "openstack.target")
+    assert b.run([*FETCH, "http://192.0.2.11:7480/quiet"]).stdout.strip() == "quiet: active"
+    res = b.run([*FETCH, "http://192.0.2.11:7480/web1"], check=False)
+    assert "HTTP Error 404" in res.stderr, res.stderr
+    # bound to the inventory address only: not on the loopback
+    res = a.run([*FETCH, "http://127.0.0.1:7480/quiet"], check=False)
+    assert "Connection refused" in res.stderr, res.stderr
+    for src in SOURCES:
+        b.run(["/sbin/ip", "addr", "add", f"{src}/24", "dev", "host0"])
+    # 250 from one source (more than systemd's default trigger limit, 200 in 2 s, which
+    # would stop the socket for good): 4 instances; 4 from each of three more: 12; then
+    # the total of 16 is reached and the last source's 4 are dropped.
+    plan = [[SOURCES[0], 250], *([s, 4] for s in SOURCES[1:4]), [SOURCES[4], 4]]
+    hold = subprocess.Popen(["nsenter", "-t", str(b.pid1), "-a", "/usr/bin/python3", "-I",
+                             "-c", HOLD, json.dumps(plan)],
+                            stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    try:
+        assert hold.stdout is not None and hold.stdin is not None
+        first = json.loads(hold.stdout.readline())
+        assert first == {"dropped": {SOURCES[0]: 246, SOURCES[4]: 4}, "held": 16}, first
+        sock = a.show("osunits-ready.socket", "ActiveState", "SubState", "NConnections")
+        assert sock == {"ActiveState": "active", "SubState": "listening",
+                        "NConnections": "16"}, sock
+        units = a.systemctl("list-units", "--plain", "--no-legend", "--state=active",
+                            "osunits-ready@*").stdout.split()
+        instances = [u for u in units if u.startswith("osunits-ready@")]
+        assert len(instances) == 16, units
+        props = a.show(instances[0], "User", "MainPID", "NoNewPrivileges")
+        assert props["User"] == "osunits-ready" and props["NoNewPrivileges"] == "yes", props
+        uid = a.run(["/usr/bin/id", "-u", "osunits-ready"]).stdout.strip()
+        assert uid not in ("", "0")
+        status = a.run(["/bin/cat", f"/proc/{props['MainPID']}/status"]).stdout.splitlines()
+        uids = next(line for line in status if line.startswith("Uid:")).split()[1:]
+        assert uids == [uid] * 4, status  # real, effective, saved, fs: not root
+        cap = next(line for line in status if line.startswith("CapBnd:")).split()[1]
+        assert int(cap, 16) == 0, status
+        hold.stdin.write("ask\n")
+        hold.stdin.flush()
+        second = json.loads(hold.stdout.readline())
+        # answered unprivileged: systemctl is-active over D-Bus works as that user
+        assert second["answers"] == ["HTTP/1.0 200 active"] * 15, second
+        assert 9 < second["stuck_for"] < 14, second  # RuntimeMaxSec=10
+    finally:
+        hold.kill()
+        hold.wait()
+        for src in SOURCES:
+            b.run(["/sbin/ip", "addr", "del", f"{src}/24", "dev", "host0"], check=False)
+        a.run(["/bin/chmod", mode, "/var/lib/osunits"])
+    assert a.show("osunits-ready.socket", "SubState")["SubState"] == "listening"
+    assert "Too many incoming connections" in a.journal("osunits-ready.socket")
+    # every instance, the killed one too, is unloaded (CollectMode=inactive-or-failed)
+    deadline = time.monotonic() + 5
+    while ("osunits-ready@" in (left := a.systemctl(
+            "list-units", "--all", "--plain", "--no-legend", "osunits-ready@*").stdout)
+           and time.monotonic() < deadline):
+        time.sleep(0.1)
+    assert "osunits-ready@" not in left, left
+    assert b.run([*FETCH, "http://192.0.2.11:7480/quiet"]).stdout.strip() == "quiet: active"
+    _stop(a)

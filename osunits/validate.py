@@ -73,7 +73,7 @@ def build_deployment(root: Path, reuse: dict[str, Service] | None = None,
     raw_by_name: dict[str, Mapping | None] = {}
     for name, raw in raw_services.items():
         merged = _merge(defaults, raw) if defaults else raw
-        svc = _build_service(name, merged, problems, check_unknown=True)
+        svc = _build_service(name, merged, problems, own=raw)
         raw_by_name[name] = merged
         if svc is not None:
             base[name] = svc
@@ -189,10 +189,13 @@ def _merge(base: Mapping, over: Mapping) -> Mapping:
 
 
 def _build_service(name: str, m: Mapping, problems: list[Problem], *,
-                   check_unknown: bool) -> Service | None:
+                   own: Mapping | None) -> Service | None:
+    """The service from ``m`` (its file with defaults and overrides applied); ``own``, its
+    file alone, is checked for unknown keys (defaults and overrides are checked where
+    they are written, once)."""
     n_before = len(problems)
-    if check_unknown:
-        problems += fields.check_keys(m, FIELDS_BY_KEY, "a service")
+    if own is not None:
+        problems += fields.check_keys(own, FIELDS_BY_KEY, "a service")
     values: dict[str, object] = {}
     for f in SERVICE_FIELDS:
         v = m.get(f.key)
@@ -398,7 +401,7 @@ def _load_hosts(top: Mapping, roles: dict[str, _Role], names: set[str],
                     continue  # its file no longer loads: reported
                 for layer in layers:
                     merged = _merge(merged, layer)
-                built[key] = _build_service(sname, merged, problems, check_unknown=False)
+                built[key] = _build_service(sname, merged, problems, own=None)
             svc = built[key]
             if svc is not None:
                 services.append(svc)

@@ -23,7 +23,7 @@ from osunits.model import (
     ReadinessKind,
     Service,
 )
-from osunits.network import allocate, check_network
+from osunits.network import allocate, check_network, listen_address
 
 READY_PORT = 7480  # osunits-ready.socket: answers whether a service on this host is active
 
@@ -173,15 +173,16 @@ def gate_endpoint(dep: Service, host: Host) -> str:
         if dep.readiness.kind is ReadinessKind.TCP:
             tcp = [int(dep.readiness.target)]
         if tcp:
-            return f"tcp {host.address}:{tcp[0]}"
+            return f"tcp {listen_address(host.address, tcp[0])}"
     published = [p for p in dep.publish if p.protocol is Protocol.TCP]
     if dep.readiness.kind is ReadinessKind.TCP:
         port = int(dep.readiness.target)
         published = [p for p in published if p.container_port == port] or published
     if published:
-        return f"tcp {published[0].address or host.address}:{published[0].host_port}"
+        p = published[0]
+        return f"tcp {listen_address(p.address or host.address, p.host_port)}"
     # No port of its own: the remote host's readiness endpoint answers for it.
-    return f"ready {host.address}:{READY_PORT}/{dep.name}"
+    return f"ready {listen_address(host.address, READY_PORT)}/{dep.name}"
 
 
 def gated_on(dep: Deployment, h: Host, d: Dependency) -> tuple[Host, Service] | None:

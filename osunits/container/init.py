@@ -529,7 +529,8 @@ def probe_main(args):
 
 def answer_ready_main(args):
     """--answer-ready NAME...: answer one HTTP request on stdin/stdout (socket activation,
-    osunits-ready@.service): 200 if systemd-nspawn@NAME.service is active, else 503."""
+    osunits-ready@.service): 200 if systemd-nspawn@NAME.service is active, 503 if not,
+    500 if systemd could not be asked (said on stderr, the instance's journal)."""
     allowed = set(args)
     line = sys.stdin.buffer.readline(512).decode("ascii", "replace").split()
     name = line[1].strip("/") if len(line) >= 2 and line[0] == "GET" else ""
@@ -537,9 +538,15 @@ def answer_ready_main(args):
         code, text = 404, "unknown service"
     else:
         import subprocess  # host side only: the container path never imports it
-        rc = subprocess.call(["systemctl", "is-active", "--quiet",
-                              f"systemd-nspawn@{name}.service"])
-        code, text = (200, "active") if rc == 0 else (503, "not active")
+        res = subprocess.run(["systemctl", "is-active", f"systemd-nspawn@{name}.service"],
+                             capture_output=True, text=True, check=False)
+        # is-active: 0 active, 3 not (inactive, failed, ...), 4 no such unit, else an error
+        if res.returncode in (0, 3, 4):
+            code, text = (200, "active") if res.returncode == 0 else (503, "not active")
+        else:
+            code, text = 500, "cannot ask systemd"
+            sys.stderr.write(f"osunits-ready: systemctl is-active {name}: exit "
+                             f"{res.returncode}: {res.stderr.strip()}\n")
     body = f"{name}: {text}\n".encode()
     sys.stdout.buffer.write(f"HTTP/1.0 {code} {text}\r\nContent-Type: text/plain\r\n"
                             f"Content-Length: {len(body)}\r\n\r\n".encode() + body)

@@ -90,3 +90,19 @@ def test_exit_133_is_not_passed_on(tmp_path: Path) -> None:
 def test_bad_configuration(tmp_path: Path) -> None:
     assert run_init(tmp_path, ["/bin/true"], OSUNITS_READY="bogus:1")[0] == 2
     assert run_init(tmp_path, ["/bin/true"], OSUNITS_USER="no-such-user-here")[0] == 2
+
+
+@pytest.mark.parametrize(("rc", "status"), [(0, "200 active"), (3, "503 not active"),
+                                            (4, "503 not active"), (1, "500 cannot ask systemd")])
+def test_answer_ready_tells_not_active_from_cannot_ask(tmp_path: Path, rc: int,
+                                                       status: str) -> None:
+    """A gate retries either way; the operator reading `curl HOST:7480/SERVICE` must not
+    take a broken bus for a stopped service."""
+    fake = tmp_path / "systemctl"
+    fake.write_text(f"#!/bin/sh\necho 'Failed to connect to bus' >&2\nexit {rc}\n")
+    fake.chmod(0o755)
+    res = subprocess.run([PY, "-I", "-S", str(INIT_SRC), "--answer-ready", "web"],
+                         input=b"GET /web HTTP/1.0\r\n\r\n", capture_output=True,
+                         env={"PATH": f"{tmp_path}:/usr/bin:/bin"}, timeout=30, check=False)
+    assert res.stdout.startswith(f"HTTP/1.0 {status}\r\n".encode()), res.stdout
+    assert (b"Failed to connect to bus" in res.stderr) == (rc == 1)

@@ -23,3 +23,4 @@ def test_gate_endpoints_bracket_an_ipv6_inventory_address() -> None:
         assert where.startswith("[2001:db8::11]:"), where
         assert gate_endpoint(svc, ctl).startswith(f"{kind} 192.0.2.11:")
     assert by_kind.keys() == {"tcp", "ready"}
+

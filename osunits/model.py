@@ -184,11 +184,17 @@ class Service:
     source: Path  # the definition file
     loc: Location = field(compare=False, default=Location(""))
     # Where the keys that checks after validation point at were written (LOCATED_KEYS):
-    # in the service's file, or in the override or default that set them.
-    key_locs: tuple[tuple[str, Location], ...] = field(compare=False, default=())
+    # in the service's file, or in the override or default that set them.  Flat, as
+    # KEY, PATH, LINE, COLUMN, ...: one object per service, where pairs of tuples made
+    # loading and storing a cached 10 000-service model 0.15 s slower.
+    key_locs: tuple[str | int, ...] = field(compare=False, default=())
 
     def loc_of(self, key: str) -> Location:
-        return next((loc for k, loc in self.key_locs if k == key), self.loc)
+        kl = self.key_locs
+        for i in range(0, len(kl), 4):
+            if kl[i] == key:
+                return Location(*kl[i + 1:i + 4])  # type: ignore[arg-type]
+        return self.loc
 
     def deps(self, *kinds: DependencyKind) -> tuple[str, ...]:
         return tuple(d.name for d in self.dependencies if not kinds or d.kind in kinds)

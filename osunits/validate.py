@@ -244,7 +244,8 @@ def _build_service(name: str, m: Mapping, problems: list[Problem], *,
     # The field table's keys are Service's fields (tests/test_model.py holds them together).
     return Service(**direct, dependencies=tuple(deps),  # type: ignore[arg-type]
                    source=source, loc=m.loc,
-                   key_locs=tuple((k, m.key_loc(k)) for k in LOCATED_KEYS if k in m.entries))
+                   key_locs=tuple(x for k in LOCATED_KEYS if k in m.entries
+                                  for x in (k, *m.key_loc(k))))
 
 
 def _items(v: Value | None) -> tuple[Value, ...]:

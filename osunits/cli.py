@@ -13,7 +13,7 @@ import sys
 from collections.abc import Iterator
 from enum import StrEnum
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 import typer.core
@@ -24,6 +24,9 @@ from osunits.errors import DeploymentError, OsunitsError
 # typer before 0.21.1 escapes "[default: ...]" as rich markup ("\[default: /]") whenever rich
 # is importable, even with rich_markup_mode=None; we never use rich, so tell typer it is absent.
 typer.core.HAS_RICH = False
+if TYPE_CHECKING:
+    from osunits.rootfs.spec import Spec
+
 app = typer.Typer(
     add_completion=False,
     no_args_is_help=True,
@@ -359,7 +362,19 @@ app.add_typer(rootfs_app, name="rootfs")
 
 
 SpecsOpt = Annotated[Path | None, typer.Option("--specs", help="Spec directory [default: "
-                                               "the bundled rootfs_specs/]", show_default=False)]
+                                               "the bundled rootfs_specs/, and the deployment's "
+                                               "own DIR/rootfs_specs/ over them]",
+                                               show_default=False)]
+
+
+def _load_specs(specs: Path | None, deployment: Path | None) -> "dict[str, Spec]":
+    """--specs alone, else the bundled specs and the deployment's own (the names C009 knows)."""
+    from osunits import rootfs
+    from osunits.deployment import SPECS_DIR
+
+    if specs is not None:
+        return rootfs.load_specs(specs)
+    return rootfs.load_specs(bundled_specs_dir(), deployment_dir(deployment) / SPECS_DIR)
 RootOpt = Annotated[Path, typer.Option(help="Images live under ROOT/var/lib/osunits/rootfs")]
 
 
@@ -367,7 +382,7 @@ RootOpt = Annotated[Path, typer.Option(help="Images live under ROOT/var/lib/osun
 def rootfs_build(
     names: Annotated[list[str] | None, typer.Argument(help="Specs to build")] = None,
     all_: Annotated[bool, typer.Option("--all", help="Build every spec")] = False,
-    specs: SpecsOpt = None, root: RootOpt = Path("/"),
+    specs: SpecsOpt = None, root: RootOpt = Path("/"), deployment: DeploymentOpt = None,
     cache: Annotated[Path | None, typer.Option(help="Layer cache [default: "
                                                "ROOT/var/cache/osunits/rootfs]")] = None,
     force: Annotated[bool, typer.Option(help="Rebuild even if current")] = False,
@@ -377,7 +392,7 @@ def rootfs_build(
     from osunits import rootfs
 
     try:
-        loaded = rootfs.load_specs(specs or bundled_specs_dir())
+        loaded = _load_specs(specs, deployment)
         wanted = list(loaded) if all_ else (names or [])
         if not wanted:
             print("osunits: name specs to build, or --all", file=sys.stderr)
@@ -389,12 +404,13 @@ def rootfs_build(
 
 
 @rootfs_app.command("list")
-def rootfs_list(specs: SpecsOpt = None, root: RootOpt = Path("/")) -> None:
+def rootfs_list(specs: SpecsOpt = None, root: RootOpt = Path("/"),
+                deployment: DeploymentOpt = None) -> None:
     """Images and whether they are current with their specs."""
     from osunits import rootfs
 
     try:
-        loaded = rootfs.load_specs(specs or bundled_specs_dir())
+        loaded = _load_specs(specs, deployment)
         images = rootfs.list_images(root, loaded)
     except OsunitsError as e:
         raise _fail(e, writes=False) from None

@@ -15,7 +15,9 @@ from collections.abc import Sequence
 from pathlib import Path
 
 import pytest
+from typer.testing import CliRunner
 
+from osunits.cli import app
 from osunits.errors import DeploymentError
 from osunits.load import load_yaml
 from osunits.rootfs import (
@@ -50,6 +52,21 @@ def problems_of(d: Path) -> list[str]:
     with pytest.raises(DeploymentError) as e:
         load_specs(d)
     return [str(p) for p in e.value.problems]
+
+
+def test_a_deployments_own_specs_layer_on_and_replace_the_bundled(tmp_path: Path) -> None:
+    own = write_specs(tmp_path / "dep/rootfs_specs", {
+        "my-api": "base: keystone\npackages: [python3-my-api]\n",
+        "memcached": "base: bookworm-minbase\npackages: [memcached, netcat-openbsd]\n",
+    })
+    specs = load_specs(SPECS_DIR, own, tmp_path / "absent")
+    assert specs["my-api"].base == "keystone" and "keystone" in specs
+    assert specs["memcached"].packages == ("memcached", "netcat-openbsd")
+    assert load_specs(SPECS_DIR)["memcached"].packages == ("memcached",)
+    res = CliRunner().invoke(app, ["rootfs", "list", "--deployment", str(tmp_path / "dep"),
+                                   "--root", str(tmp_path / "root")])
+    assert res.exit_code == 0, res.output
+    assert any(line.split()[0] == "my-api" for line in res.output.splitlines())
 
 
 # --- the bundled specs ------------------------------------------------------------

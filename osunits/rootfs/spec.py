@@ -103,17 +103,20 @@ FILE_KEYS = ("path", "content", "mode")
 # --- loading ------------------------------------------------------------------
 
 
-def load_specs(specs_dir: Path) -> dict[str, Spec]:
-    """Load and check every ``*.yaml`` in ``specs_dir``; raise DeploymentError with all problems."""
+def load_specs(specs_dir: Path, *more: Path) -> dict[str, Spec]:
+    """Load and check every ``*.yaml`` in ``specs_dir``, then in each of ``more`` that
+    exists (a deployment's own ``rootfs_specs/``), where a name replaces the earlier spec
+    of that name; raise DeploymentError with all problems."""
     if not specs_dir.is_dir():
         raise DeploymentError([Problem("R000", "rootfs specs directory not found",
                                        Location(str(specs_dir)))])
     problems: list[Problem] = []
     specs: dict[str, Spec] = {}
-    for path in sorted(specs_dir.glob("*" + SPEC_SUFFIX)):
-        spec = _collect_spec(path, problems)
-        if spec is not None:
-            specs[spec.name] = spec
+    for d in (specs_dir, *(m for m in more if m.is_dir())):
+        for path in sorted(d.glob("*" + SPEC_SUFFIX)):
+            spec = _collect_spec(path, problems)
+            if spec is not None:
+                specs[spec.name] = spec
     problems += check_specs(specs)
     if any(p.severity == "error" for p in problems):
         raise DeploymentError(problems)

@@ -331,7 +331,10 @@ def _load_hosts(top: Mapping, roles: dict[str, _Role], names: set[str],
                 unchanged: set[str]) -> list[Host]:
     hm = _mapping_or_empty(top, "hosts", problems)
     if hm is None:
-        problems.append(Problem("E121", "the deployment has no hosts", top.loc, "hosts"))
+        v = top.get("hosts")
+        if v is None or isinstance(v, Scalar):  # else E106 said what is wrong with it
+            problems.append(Problem("E121", "the deployment has no hosts",
+                                    top.key_loc("hosts"), "hosts"))
         return []
     hosts = []
     addresses: dict[str, str] = {}

@@ -138,14 +138,16 @@ def load_manifest(root: Path, manifest: PurePosixPath = MANIFEST,
 
 def plan_changes(root: Path, files: tuple[PlannedFile, ...],
                  manifest: PurePosixPath = MANIFEST, *, host: str = "", dry_run: bool = False,
-                 adopt: bool = False) -> list[FileChange]:
-    """What writing ``files`` for ``host`` would change; raises OutputError on any unowned
-    conflict, and if the root holds another host's files."""
+                 adopt: bool = False) -> tuple[list[FileChange], Manifest]:
+    """What writing ``files`` for ``host`` would change, and the manifest as it is; raises
+    OutputError on any unowned conflict, and if the root holds another host's files
+    (unless adopting: a renamed host)."""
     m = load_manifest(root, manifest, dry_run=dry_run)
-    if host and m.host and m.host != host and m.files:
+    if host and m.host and m.host != host and m.files and not adopt:
         raise OutputError(
             f"{_on_disk(root, manifest)}: this root holds the units of host {m.host}, not "
-            f"{host}; refusing to replace them (give --host {m.host}, or another --root)")
+            f"{host}; refusing to replace them (give --host {m.host}, or another --root; "
+            "if the host was renamed, --adopt)")
     owned = m.files
     conflicts: list[str] = []
     changes: list[FileChange] = []
@@ -161,7 +163,7 @@ def plan_changes(root: Path, files: tuple[PlannedFile, ...],
         cur, mode = current
         known = owned.get(str(f.path))
         if known is None:
-            if cur == new and (f.link or mode == f.mode):
+            if cur == new and mode == (0 if f.link else f.mode):  # a link is mode 0
                 if adopt:
                     changes.append(FileChange(f.path, Change.ADOPT, cur, new))
                 else:
@@ -189,7 +191,7 @@ def plan_changes(root: Path, files: tuple[PlannedFile, ...],
         changes.append(FileChange(PurePosixPath(path), Change.REMOVE, cur, None))
     if conflicts:
         raise OutputError("refusing to write; nothing was changed:\n  " + "\n  ".join(conflicts))
-    return sorted(changes, key=lambda c: c.path)
+    return sorted(changes, key=lambda c: c.path), m
 
 
 def render_diff(changes: list[FileChange]) -> str:
@@ -220,7 +222,7 @@ def write_files(root: Path, files: tuple[PlannedFile, ...], *, host: str = "",
     if dry_run:
         return _write_files(root, files, host, True, adopt, layout)
     lock = _on_disk(root, layout.manifest.with_name("manifest.lock"))
-    if not lock.parent.exists():
+    if not lock.exists():
         # A root osunits never wrote to: find any refusal before the lock creates a file
         # (an OSError is left to the locked run, which says it as it says it always)
         with contextlib.suppress(OSError):
@@ -247,11 +249,13 @@ def _locked(path: Path) -> Iterator[None]:
 def _write_files(root: Path, files: tuple[PlannedFile, ...], host: str, dry_run: bool,
                  adopt: bool, layout: Layout) -> Result:
     recovered = not dry_run and _on_disk(root, _journal_of(layout.manifest)).exists()
-    changes = plan_changes(root, files, layout.manifest, host=host, dry_run=dry_run,
-                           adopt=adopt)
+    changes, before = plan_changes(root, files, layout.manifest, host=host, dry_run=dry_run,
+                                   adopt=adopt)
     result = Result(changes, written=recovered)  # a completed interrupted run needs a reload
     manifest_path = _on_disk(root, layout.manifest)
-    if dry_run or (not changes and manifest_path.exists()):
+    # Nothing to change, but an older manifest names no host yet: record it, or the
+    # wrong-host check would never hold for this root.
+    if dry_run or (not changes and manifest_path.exists() and before.host == host):
         return result
     try:
         return _write(root, files, changes, host, layout, result)
@@ -284,7 +288,7 @@ def _write(root: Path, files: tuple[PlannedFile, ...], changes: list[FileChange]
                                "manifest": new_manifest, "host": host})
     _sync([str(journal_path.parent)])  # the commit record durable before the first rename
     _commit(root, staged, removals, new_manifest, host, layout.manifest)
-    result.written = True
+    result.written = result.written or bool(changes)  # systemd reloads for files, not this
     return result
 
 

@@ -53,6 +53,10 @@ def test_refuses_unowned_and_edited_files_and_writes_nothing() -> None:
         assert not (root / "etc/new.conf").exists()
         assert (root / "etc/theirs.conf").read_text() == "operator's\n"
         assert not (root / "var").exists()  # not even the lock: nothing was written
+        (root / "var/lib/osunits/rootfs").mkdir(parents=True)  # as `rootfs build` leaves it
+        with pytest.raises(OutputError, match="theirs.conf: exists and is not osunits'"):
+            write_files(root, (pf("/etc/new.conf", "x"), pf("/etc/theirs.conf", "ours")))
+        assert not (root / "var/lib/osunits/manifest.lock").exists()
         write_files(root, (pf("/etc/ours.conf", "v1"),))
         (root / "etc/ours.conf").write_text("edited by hand")
         with pytest.raises(OutputError, match="changed since osunits wrote it"):
@@ -248,6 +252,47 @@ def test_a_root_holding_another_hosts_units_is_refused(tmp_path: Path) -> None:
                           "--root", str(root)]).exit_code == 0
 
 
+def test_a_manifest_without_a_host_gets_it_on_the_next_run(tmp_path: Path) -> None:
+    """A root written before manifests named their host, or by an interrupted older run."""
+    import json
+
+    r = CliRunner()
+    root = tmp_path / "root"
+    gen = ["generate", "-d", str(EXAMPLE), "--root", str(root)]
+    assert r.invoke(app, [*gen, "-H", "ctl01"]).exit_code == 0
+    manifest = root / str(MANIFEST).lstrip("/")
+    data = json.loads(manifest.read_text())
+    del data["host"]
+    manifest.write_text(json.dumps(data))
+    res = r.invoke(app, [*gen, "-H", "ctl01"])
+    assert res.exit_code == 0 and "0 changed" in res.output
+    assert load_manifest(root).host == "ctl01"
+    before = snapshot(root)
+    res = r.invoke(app, [*gen, "-H", "cmp01"])
+    assert res.exit_code == 2 and "holds the units of host ctl01" in res.output
+    assert snapshot(root) == before
+
+
+def test_a_renamed_host_takes_its_root_over_with_adopt(tmp_path: Path) -> None:
+    import shutil
+
+    dep = tmp_path / "dep"
+    shutil.copytree(EXAMPLE, dep)
+    r = CliRunner()
+    root = tmp_path / "root"
+    assert r.invoke(app, ["generate", "-H", "net01", "-d", str(dep), "--root",
+                          str(root)]).exit_code == 0
+    y = dep / "deployment.yaml"
+    y.write_text(y.read_text().replace("  net01:", "  net-a:"))
+    gen = ["generate", "-H", "net-a", "-d", str(dep), "--root", str(root)]
+    res = r.invoke(app, gen)
+    assert res.exit_code == 2 and "if the host was renamed, --adopt" in res.output
+    res = r.invoke(app, [*gen, "--adopt"])
+    assert res.exit_code == 0, res.output
+    assert load_manifest(root).host == "net-a"
+    assert r.invoke(app, gen).exit_code == 0
+
+
 def test_adopt_takes_over_exactly_what_would_be_written(tmp_path: Path) -> None:
     r = CliRunner()
     root = tmp_path / "root"
@@ -269,6 +314,14 @@ def test_adopt_takes_over_exactly_what_would_be_written(tmp_path: Path) -> None:
     assert res.exit_code == 1
     assert "= /etc/systemd/system/openstack.target" in res.output
     assert "+ /etc/systemd/nspawn/neutron-l3-agent.nspawn" in res.output
+    image = root / "var/lib/machines/neutron-l3-agent"  # planned as a symlink
+    link = os.readlink(image)
+    image.unlink()
+    image.write_text(f"->{link}")  # a file whose bytes look like the link: not the same
+    res = r.invoke(app, [*gen, "--adopt"])
+    assert res.exit_code == 2 and f"{image}: exists and is not osunits' to overwrite" in res.output
+    image.unlink()
+    image.symlink_to(link)
     res = r.invoke(app, [*gen, "--adopt"])
     assert res.exit_code == 0, res.output
     assert load_manifest(root).files == owned

@@ -89,10 +89,14 @@ def generate(
         plan = plan_host(load_deployment(d), *default_host(host, d))
         result = write_files(root, plan.files, host=plan.host, dry_run=dry_run or diff,
                              adopt=adopt)
-        for w in plan.warnings:
-            print(w, file=sys.stderr)
     except OsunitsError as e:
         raise _fail(e) from None
+    # Reload before printing anything: printing may end the process (a closed pipe).
+    if result.written and reload and not (dry_run or diff) and (
+            bus or root.resolve() == Path("/")):
+        _daemon_reload(bus)
+    for w in plan.warnings:
+        print(w, file=sys.stderr)
     if diff:
         from osunits.output import render_diff
         sys.stdout.write(render_diff(result.changes))
@@ -100,9 +104,6 @@ def generate(
         for c in result.changes:
             print(f"{ {'add': '+', 'update': '~', 'remove': '-', 'adopt': '='}[c.change]} {c.path}")
     else:
-        # Reload first: printing may end the process (a closed pipe), the reload must not.
-        if result.written and reload and (bus or root.resolve() == Path("/")):
-            _daemon_reload(bus)
         for c in result.changes:
             print(f"{c.change:6} {c.path}")
         n = len(plan.files)
@@ -339,6 +340,11 @@ def try_(
                                               "another host (not rehearsed)")] = 10,
 ) -> None:
     """Rehearse HOST's deployment in a throwaway systemd host: start it, report, clean up."""
+    import signal
+
+    # The teardown must run even if the reader goes away (`osunits try | head`): a write to
+    # a closed pipe then raises through it instead of killing the process (main's SIG_DFL).
+    signal.signal(signal.SIGPIPE, signal.SIG_IGN)
     from osunits.deployment import load_deployment
     from osunits.plan import host_of
     from osunits.rehearse import env_images_root, rehearse

@@ -162,11 +162,14 @@ class ConfigRenderer:
             raise DeploymentError([Problem(
                 "T002", f"template syntax error: {e.message}",
                 Location(str(self.dir / name), e.lineno or 0), "config.template")]) from None
-        except (jinja2.UndefinedError, SecurityError, TypeError,
-                ValueError) as e:
+        except Exception as e:  # noqa: BLE001 - a template is code: whatever it raises
+            # (1 // 0, a bad format, an undefined name) is the template's error, not a crash
             line = _template_line(e, self.dir / name)
+            what = str(e) if isinstance(e, (jinja2.TemplateError, SecurityError, TypeError,
+                                            ValueError)) else (
+                f"{type(e).__name__}: {e}")
             raise DeploymentError([Problem(
-                "T003", f"cannot render {name}: {e}",
+                "T003", f"cannot render {name}: {what}",
                 Location(str(self.dir / name), line) if line else where, "config.template",
                 hint=f"used at {where}" if line and where else "")]) from None
 

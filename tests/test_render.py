@@ -30,3 +30,19 @@ def test_config_templates_stay_sandboxed(tmp_path: Path, expr: str) -> None:
             r.render("t.j2", ctx, None)
     (tmp_path / "ok.j2").write_text("{{ host.name }} {{ '{0}'.format(host.name) }}\n")
     assert r.render("ok.j2", ctx, None) == "ctl01 ctl01\n"
+
+
+@pytest.mark.parametrize(("expr", "said"), [
+    ("1 // 0", "ZeroDivisionError: integer division or modulo by zero"),
+    ("'{0}'.format()", "IndexError: "),
+    ("range(10**9) | list", "OverflowError: "),
+    ("nosuch", "'nosuch' is undefined"),
+])
+def test_whatever_a_template_raises_is_its_error_at_its_line(tmp_path: Path, expr: str,
+                                                             said: str) -> None:
+    (tmp_path / "t.j2").write_text(f"a = 1\nb = {{{{ {expr} }}}}\n")
+    with pytest.raises(DeploymentError) as e:
+        ConfigRenderer(tmp_path).render("t.j2", {}, None)
+    [p] = e.value.problems
+    assert p.code == "T003" and said in p.message
+    assert p.location is not None and p.location.line == 2

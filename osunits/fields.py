@@ -160,9 +160,13 @@ def parse_size(v: Value) -> int:
 def parse_abs_path(v: Value) -> PurePosixPath:
     s = parse_line(v)
     p = PurePosixPath(s)
-    if not p.is_absolute() or ".." in p.parts or s != str(p) or ":" in s:
-        raise Invalid(f"{s!r} must be a normalised absolute path without '..' or ':'")
+    # ':' and whitespace separate nspawn's Bind= and the init's lists: never in a path
+    if not p.is_absolute() or ".." in p.parts or s != str(p) or ":" in s or _SPACE.search(s):
+        raise Invalid(f"{s!r} must be a normalised absolute path without '..', ':' or spaces")
     return p
+
+
+_SPACE = re.compile(r"\s")
 
 
 def parse_address(v: Value, *, v4_only: bool = False) -> str:
@@ -366,7 +370,7 @@ def parse_bind(v: Value) -> Bind:
         host = parse_abs_path(_need(v, "host"))
         path = parse_abs_path(v.entries["path"]) if "path" in v.entries else host
         ro = parse_bool(v.entries["read_only"]) if "read_only" in v.entries else False
-        return Bind(host, path, ro)
+        return _bind(Bind(host, path, ro))
     s = parse_line(v)
     parts = s.split(":")
     ro = len(parts) > 1 and parts[-1] in ("ro", "rw")
@@ -374,7 +378,13 @@ def parse_bind(v: Value) -> Bind:
     if not 1 <= len(parts) <= 2:
         raise Invalid(f"{s!r}: give HOST_PATH[:CONTAINER_PATH][:ro]")
     host = parse_abs_path(Scalar(parts[0], v.loc))
-    return Bind(host, parse_abs_path(Scalar(parts[-1], v.loc)), mode == "ro")
+    return _bind(Bind(host, parse_abs_path(Scalar(parts[-1], v.loc)), mode == "ro"))
+
+
+def _bind(b: Bind) -> Bind:
+    if b.path == PurePosixPath("/"):
+        raise Invalid(f"{b.host}: cannot be bound over the container's /")
+    return b
 
 
 def parse_device(v: Value) -> PurePosixPath:

@@ -10,7 +10,7 @@ from __future__ import annotations
 import functools
 import os
 from collections.abc import Mapping
-from pathlib import Path
+from pathlib import Path, PurePath
 from typing import Any
 
 import jinja2
@@ -107,13 +107,13 @@ def render_text(template: str, **context: Any) -> str:
     return text_env().get_template(template).render(**context)
 
 
-_STR_FORMATS = frozenset({"format", "format_map"})
+class _Sandbox(jinja2.sandbox.ImmutableSandboxedEnvironment):
+    """jinja2's sandbox, where templates cannot change what they are given (the model's
+    dicts and lists are shared) nor reach the file system through a path of the model:
+    a concrete ``Path``'s attributes are allowed only where ``PurePath`` has them.
 
-
-class _Sandbox(jinja2.sandbox.SandboxedEnvironment):
-    """jinja2's sandbox, remembering its verdict on each attribute access per (type,
-    name): SandboxedEnvironment.is_safe_attribute depends on nothing else (the name and
-    isinstance tests of the object), and deciding it anew was half of every render."""
+    The verdict on an attribute depends on the object's type and the name alone, so it is
+    remembered per (type, name): deciding it anew was half of every render."""
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
@@ -123,17 +123,21 @@ class _Sandbox(jinja2.sandbox.SandboxedEnvironment):
         key = (type(obj), attr)
         safe = self._safe.get(key)
         if safe is None:
-            safe = self._safe[key] = super().is_safe_attribute(obj, attr, value)
+            safe = self._safe[key] = super().is_safe_attribute(obj, attr, value) and not (
+                isinstance(obj, PurePath) and not hasattr(PurePath, attr))
         return safe
 
     def getattr(self, obj: Any, attribute: str) -> Any:
-        # An attribute already found safe on this type: read it, as the sandbox would.
-        # str.format and format_map go the long way (the sandbox wraps them).
-        if self._safe.get((type(obj), attribute)) and attribute not in _STR_FORMATS:
+        # An attribute already found safe on this type: read it, and wrap str.format as
+        # the sandbox does; anything else the long way.
+        if self._safe.get((type(obj), attribute)):
             try:
-                return getattr(obj, attribute)
+                value = getattr(obj, attribute)
             except AttributeError:
                 pass
+            else:
+                fmt = self.wrap_str_format(value)
+                return value if fmt is None else fmt
         return super().getattr(obj, attribute)
 
 

@@ -46,3 +46,29 @@ def test_whatever_a_template_raises_is_its_error_at_its_line(tmp_path: Path, exp
     [p] = e.value.problems
     assert p.code == "T003" and said in p.message
     assert p.location is not None and p.location.line == 2
+
+
+class _O:
+    def __init__(self, fmt: object) -> None:
+        self.fmt = fmt
+
+
+@pytest.mark.parametrize("expr", [
+    "deployment.root.joinpath('x').write_text('y')", "service.source.read_text()",
+    "deployment.root.parent.exists()", "hosts.clear()", "service.exec.__len__()",
+    "a.fmt ~ b.fmt(1)",  # a safe name on a type, then a str.format under it
+])
+def test_templates_cannot_reach_files_or_change_the_model(tmp_path: Path, expr: str) -> None:
+    dep = load_deployment(EXAMPLE)
+    ctl = dep.host("ctl01")
+    assert ctl is not None
+    ctx = {"deployment": dep, "service": ctl.services[0], "hosts": dep.host_index(),
+           "a": _O("x"), "b": _O("{0.__class__.__mro__}".format)}
+    (tmp_path / "t.j2").write_text(f"{{{{ {expr} }}}}\n")
+    with pytest.raises(DeploymentError, match="T003"):
+        ConfigRenderer(tmp_path).render("t.j2", ctx, None)
+    assert not (EXAMPLE / "x").exists() and len(dep.host_index()) == 4
+    (tmp_path / "ok.j2").write_text("{{ deployment.root.name }} {{ service.source.stem }} "
+                                    "{{ hosts | length }} {{ a.fmt }}\n")
+    assert ConfigRenderer(tmp_path).render("ok.j2", ctx, None) == (
+        f"{EXAMPLE.name} {ctl.services[0].name} 4 x\n")

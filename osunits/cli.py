@@ -25,6 +25,8 @@ from osunits.errors import DeploymentError, OsunitsError
 # is importable, even with rich_markup_mode=None; we never use rich, so tell typer it is absent.
 typer.core.HAS_RICH = False
 if TYPE_CHECKING:
+    from osunits.output import Result
+    from osunits.plan import HostPlan
     from osunits.rootfs.spec import Spec
 
 app = typer.Typer(
@@ -108,12 +110,33 @@ def generate(
             print(f"{c.change:6} {c.path}")
         n = len(plan.files)
         print(f"{plan.host}: {n} files, {len(result.changes)} changed", file=sys.stderr)
+        _say_what_running_services_need(plan, result)
         if not os.path.lexists(str(root) + str(INSTALLED.boot_wants)):
             here = "" if root.resolve() == Path("/") else f" --root {root}"
             print(f"note: {TARGET} does not start at boot: `systemctl enable {TARGET}{here}`",
                   file=sys.stderr)
     if (dry_run or diff) and result.changed:
         raise typer.Exit(1)
+
+
+def _say_what_running_services_need(plan: "HostPlan", result: "Result") -> None:
+    """Files are written, but a running container reads its configuration at start, and a
+    service taken off the host keeps running: say which, and the command."""
+    from osunits.output import Change
+    from osunits.plan import INSTALLED
+    from osunits.systemd.units import unit_of
+
+    by_path = {f.path: f for f in plan.files}
+    restart = sorted({s for c in result.changes if c.change is Change.UPDATE
+                      for s in by_path[c.path].services})
+    gone = sorted(c.path.stem for c in result.changes
+                  if c.change is Change.REMOVE and c.path.parent == INSTALLED.nspawn)
+    if restart:
+        print(f"note: running services see the changes after a restart: osunits restart "
+              f"{' '.join(restart)}", file=sys.stderr)
+    if gone:
+        print(f"note: {', '.join(gone)} left this host; a running container stops only when "
+              f"told to: systemctl stop {' '.join(unit_of(g) for g in gone)}", file=sys.stderr)
 
 
 def _daemon_reload(bus: str | None) -> None:

@@ -145,6 +145,8 @@ class PlannedFile:
     mode: int = 0o644
     link: str = ""  # a symlink to this target instead of content
     source: str = ""  # the definition that produced it
+    # The containers that read it: a change reaches a running one only when it restarts.
+    services: tuple[str, ...] = ()
 
     @property
     def digest(self) -> str:
@@ -197,7 +199,9 @@ def plan_host(dep: Deployment, host_name: str, given_by: str = "--host",
         raise DeploymentError(problems)
     for private in sorted({s.network is NetworkMode.PRIVATE for s in host.services}):
         files.append(PlannedFile(hosts_path(layout, private), _hosts_file(
-            dep, host, addresses, private).encode(), source="deployment.yaml"))
+            dep, host, addresses, private).encode(), source="deployment.yaml",
+            services=tuple(s.name for s in host.services
+                           if (s.network is NetworkMode.PRIVATE) == private)))
     extra = _plan_network(dep, host, layout, addresses, gates)
     files += extra
     # Containers want their own published sockets; the readiness endpoint serves the host.
@@ -208,8 +212,11 @@ def plan_host(dep: Deployment, host_name: str, given_by: str = "--host",
     if layout.boot_link:
         files.append(PlannedFile(layout.boot_wants, link=str(layout.units / TARGET),
                                  source="deployment.yaml"))
-    files.append(PlannedFile(layout.init, INIT_SOURCE.read_bytes(), 0o755, source="osunits"))
-    files.append(PlannedFile(_pyc_path(layout), _init_bytecode(), 0o644, source="osunits"))
+    init_users = tuple(s.name for s in host.services if not s.boot)
+    files.append(PlannedFile(layout.init, INIT_SOURCE.read_bytes(), 0o755, source="osunits",
+                             services=init_users))
+    files.append(PlannedFile(_pyc_path(layout), _init_bytecode(), 0o644, source="osunits",
+                             services=init_users))
     return HostPlan(host.name, tuple(sorted(files, key=lambda f: f.path)), graph, warnings)
 
 
@@ -296,9 +303,8 @@ def _hosts_file(dep: Deployment, host: Host, addresses: dict[str, str], private:
             remote = dep.host(hosts[0])
             if remote is not None:
                 add(remote.address, name)
-    for h in dep.hosts:
-        if h.name != host.name:
-            add(h.address, h.name)
+    for h in dep.hosts:  # this host too: a host-network service's own host name
+        add(h.address, h.name)
     entries = [(a, " ".join(n)) for a, n in sorted(by_addr.items(), key=lambda kv: kv[1][0])]
     mode = "private-network" if private else "host-network"
     return render_text("hosts.j2", svc=f"its {mode} containers", host=host.name, entries=entries)
@@ -339,7 +345,8 @@ def _plan_service(dep: Deployment, host: Host, svc: Service, renderer: ConfigRen
         host_path = layout.config / svc.name / cf.path.relative_to("/")
         # On the host only root reads it; in the container the init installs a copy
         # owned by the service's group (docs/readiness.md), a booted one gets a bind.
-        files.append(PlannedFile(host_path, text.encode(), 0o600, source=source))
+        files.append(PlannedFile(host_path, text.encode(), 0o600, source=source,
+                                 services=(svc.name,)))
         if svc.boot:
             binds_ro.append((str(host_path), str(cf.path)))
         digest.update(f"{cf.path}\0{cf.mode:o}\0".encode() + text.encode() + b"\0")
@@ -371,7 +378,10 @@ def _plan_service(dep: Deployment, host: Host, svc: Service, renderer: ConfigRen
     files.append(PlannedFile(layout.nspawn / f"{svc.name}.nspawn", render_unit(
         "service.nspawn.j2", svc=svc, host=host.name, source=source, params=params, env=env,
         binds_ro=binds_ro, binds=binds,
-    ).encode(), source=source))
+        # On the host's network a service is the host to its peers (nova-compute and the
+        # agents register under their host name), on its own it is the service.
+        hostname=host.name if svc.network is NetworkMode.HOST else svc.name,
+    ).encode(), source=source, services=(svc.name,)))
 
     deps: dict[str, list[str]] = {str(k): [] for k in DependencyKind}
     for d in svc.dependencies:
@@ -392,7 +402,7 @@ def _plan_service(dep: Deployment, host: Host, svc: Service, renderer: ConfigRen
             "netns.service.j2", svc=svc.name, host=host.name, source=source, target=TARGET,
             cidr=f"{address}/{dep.network.subnet.prefixlen}", bridge=dep.network.bridge,
             bridge_unit=BRIDGE_UNIT, netns=netns_name(svc.name), veth=veth_name(svc.name),
-            gateway=str(dep.network.gateway)).encode(), source=source))
+            gateway=str(dep.network.gateway)).encode(), source=source, services=(svc.name,)))
         for p in svc.publish:
             listen = f"{p.address}:{p.host_port}" if p.address else str(p.host_port)
             if ":" in p.address:
@@ -422,9 +432,9 @@ def _plan_service(dep: Deployment, host: Host, svc: Service, renderer: ConfigRen
             start_limit=5 * (svc.restart_sec + 10),
             config_hash=digest.hexdigest()[:16] if svc.config else "",
             state_dirs=state_dirs,
-        ).encode(), source=source))
+        ).encode(), source=source, services=(svc.name,)))
     files.append(PlannedFile(layout.machines / svc.machine, link=str(ROOTFS_DIR / svc.rootfs),
-                             source=source))
+                             source=source, services=(svc.name,)))
     return files
 
 

@@ -344,6 +344,32 @@ def test_generate_says_when_the_target_does_not_start_at_boot(tmp_path: Path) ->
     assert res.exit_code == 0 and "note:" not in res.output
 
 
+def test_generate_says_which_running_services_need_a_restart_or_a_stop(
+        tmp_path: Path) -> None:
+    import shutil
+
+    dep = tmp_path / "dep"
+    shutil.copytree(EXAMPLE, dep)
+    r = CliRunner()
+    gen = ["generate", "-H", "ctl01", "-d", str(dep), "--root", str(tmp_path / "root")]
+    res = r.invoke(app, gen)
+    assert res.exit_code == 0 and "restart" not in res.output  # nothing ran before
+    tmpl = dep / "templates/glance/glance-api.conf.j2"
+    tmpl.write_text(tmpl.read_text() + "# tuned\n")
+    y = dep / "deployment.yaml"
+    y.write_text(y.read_text().replace("neutron-server, horizon]", "neutron-server]"))
+    res = r.invoke(app, gen)
+    assert res.exit_code == 0, res.output
+    # glance-api's config changed; every private container's /etc/hosts lost horizon
+    restart = next(ln for ln in res.output.splitlines() if "osunits restart" in ln)
+    assert "glance-api" in restart.split() and "keystone" in restart.split()
+    assert "horizon" not in restart.split()
+    assert ("note: horizon left this host; a running container stops only when told to: "
+            "systemctl stop systemd-nspawn@horizon.service") in res.output
+    res = r.invoke(app, gen)
+    assert res.exit_code == 0 and "note: " not in res.output.replace("note: openstack", "")
+
+
 def test_a_root_that_is_a_file_is_a_clear_error(tmp_path: Path) -> None:
     afile = tmp_path / "afile"
     afile.write_text("mine\n")

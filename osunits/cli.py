@@ -88,9 +88,10 @@ def generate(
 
     try:
         d = deployment_dir(deployment)
-        plan = plan_host(load_deployment(d), *default_host(host, d))
+        dep = load_deployment(d)
+        plan = plan_host(dep, *default_host(host, d))
         result = write_files(root, plan.files, host=plan.host, dry_run=dry_run or diff,
-                             adopt=adopt)
+                             adopt=adopt, inventory=frozenset(h.name for h in dep.hosts))
     except OsunitsError as e:
         raise _fail(e) from None
     # Reload before printing anything: printing may end the process (a closed pipe).

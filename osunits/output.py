@@ -138,16 +138,19 @@ def load_manifest(root: Path, manifest: PurePosixPath = MANIFEST,
 
 def plan_changes(root: Path, files: tuple[PlannedFile, ...],
                  manifest: PurePosixPath = MANIFEST, *, host: str = "", dry_run: bool = False,
-                 adopt: bool = False) -> tuple[list[FileChange], Manifest]:
+                 adopt: bool = False, inventory: frozenset[str] = frozenset()
+                 ) -> tuple[list[FileChange], Manifest]:
     """What writing ``files`` for ``host`` would change, and the manifest as it is; raises
     OutputError on any unowned conflict, and if the root holds another host's files
-    (unless adopting: a renamed host)."""
+    (unless adopting them for a renamed host: one no longer in ``inventory``)."""
     m = load_manifest(root, manifest, dry_run=dry_run)
-    if host and m.host and m.host != host and m.files and not adopt:
+    if host and m.host and m.host != host and m.files and not (
+            adopt and m.host not in inventory):
         raise OutputError(
             f"{_on_disk(root, manifest)}: this root holds the units of host {m.host}, not "
-            f"{host}; refusing to replace them (give --host {m.host}, or another --root; "
-            "if the host was renamed, --adopt)")
+            f"{host}; refusing to replace them (give --host {m.host}, or another --root"
+            + ("; --adopt takes over the root of a renamed host only, and the inventory "
+               f"still has {m.host})" if adopt else "; if the host was renamed, --adopt)"))
     owned = m.files
     conflicts: list[str] = []
     changes: list[FileChange] = []
@@ -215,20 +218,21 @@ def render_diff(changes: list[FileChange]) -> str:
 
 def write_files(root: Path, files: tuple[PlannedFile, ...], *, host: str = "",
                 dry_run: bool = False, adopt: bool = False,
-                layout: Layout = INSTALLED) -> Result:
+                inventory: frozenset[str] = frozenset(), layout: Layout = INSTALLED) -> Result:
     """Make the files under ``root`` exactly ``files``, ``host``'s (osunits' own files only)."""
     if os.path.lexists(root) and not root.is_dir():
         raise OutputError(f"{root}: not a directory; nothing was written")
     if dry_run:
-        return _write_files(root, files, host, True, adopt, layout)
+        return _write_files(root, files, host, True, adopt, inventory, layout)
     lock = _on_disk(root, layout.manifest.with_name("manifest.lock"))
     if not lock.exists():
         # A root osunits never wrote to: find any refusal before the lock creates a file
         # (an OSError is left to the locked run, which says it as it says it always)
         with contextlib.suppress(OSError):
-            plan_changes(root, files, layout.manifest, host=host, dry_run=True, adopt=adopt)
+            plan_changes(root, files, layout.manifest, host=host, dry_run=True, adopt=adopt,
+                         inventory=inventory)
     with _locked(lock):
-        return _write_files(root, files, host, False, adopt, layout)
+        return _write_files(root, files, host, False, adopt, inventory, layout)
 
 
 @contextlib.contextmanager
@@ -247,10 +251,10 @@ def _locked(path: Path) -> Iterator[None]:
 
 
 def _write_files(root: Path, files: tuple[PlannedFile, ...], host: str, dry_run: bool,
-                 adopt: bool, layout: Layout) -> Result:
+                 adopt: bool, inventory: frozenset[str], layout: Layout) -> Result:
     recovered = not dry_run and _on_disk(root, _journal_of(layout.manifest)).exists()
     changes, before = plan_changes(root, files, layout.manifest, host=host, dry_run=dry_run,
-                                   adopt=adopt)
+                                   adopt=adopt, inventory=inventory)
     result = Result(changes, written=recovered)  # a completed interrupted run needs a reload
     manifest_path = _on_disk(root, layout.manifest)
     # Nothing to change, but an older manifest names no host yet: record it, or the

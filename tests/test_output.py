@@ -248,6 +248,10 @@ def test_a_root_holding_another_hosts_units_is_refused(tmp_path: Path) -> None:
     assert res.exit_code == 2
     assert "this root holds the units of host ctl01, not cmp01" in res.output
     assert snapshot(root) == before
+    res = r.invoke(app, ["generate", "-H", "cmp01", "-d", str(EXAMPLE), "--root", str(root),
+                         "--adopt"])  # ctl01 is still in the inventory: not a renamed host
+    assert res.exit_code == 2 and "the inventory still has ctl01" in res.output
+    assert snapshot(root) == before
     assert r.invoke(app, ["generate", "-H", "ctl01", "-d", str(EXAMPLE),
                           "--root", str(root)]).exit_code == 0
 

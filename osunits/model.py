@@ -114,6 +114,12 @@ class StateDir:
         return self.host or STATE_ROOT / service / self.path.relative_to("/")
 
 
+# Inside every container: osunits' own files (the init, config to install, the notify
+# socket) and the hosts file; nothing of a service's may be bound over them.
+CONTAINER_OWN = PurePosixPath("/run/osunits")
+CONTAINER_HOSTS = PurePosixPath("/etc/hosts")
+
+
 @_pickled_as_arguments
 @dataclass(frozen=True, slots=True)
 class Bind:
@@ -122,6 +128,10 @@ class Bind:
     host: PurePosixPath
     path: PurePosixPath  # in the container
     read_only: bool = False
+
+    def __str__(self) -> str:
+        path = "" if self.path == self.host else f":{self.path}"
+        return f"{self.host}{path}{':ro' if self.read_only else ''}"
 
 
 @_pickled_as_arguments

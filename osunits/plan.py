@@ -36,7 +36,7 @@ from osunits.graph import (
     empty_host,
     ready_endpoint_services,
 )
-from osunits.model import DependencyKind, Deployment, Host, NetworkMode, Service
+from osunits.model import CONTAINER_OWN, DependencyKind, Deployment, Host, NetworkMode, Service
 from osunits.network import listen_address, netns_name, veth_name
 from osunits.render import ConfigRenderer, render_text, render_unit
 from osunits.systemd.escape import EscapeError
@@ -44,12 +44,12 @@ from osunits.systemd.units import TARGET, unit_of
 
 OSUNITS_LIB = PurePosixPath("/var/lib/osunits")
 ROOTFS_DIR = OSUNITS_LIB / "rootfs"  # images persist in /var whatever the layout
-INIT_CONTAINER_DIR = PurePosixPath("/run/osunits/lib")
+INIT_CONTAINER_DIR = CONTAINER_OWN / "lib"
 # The init imported as a module, so Python uses the bytecode osunits ships next to it
 # (compiling the script at every start left ~1 MB behind in every container).
 INIT_BOOT = ("import sys; sys.path[:0] = ['/run/osunits/lib']; import init; "
              "sys.exit(init.main(sys.argv))")
-CONFIG_CONTAINER_PATH = "/run/osunits/config"  # the init copies files from here into place
+CONFIG_CONTAINER_PATH = str(CONTAINER_OWN / "config")  # the init copies files from here into place
 INIT_SOURCE = Path(__file__).parent / "container" / "init.py"
 BRIDGE_UNIT = "osunits-bridge.service"
 READY_UNIT = "osunits-ready"

@@ -17,6 +17,8 @@ from osunits.errors import DeploymentError, Location, Problem, unknown_name
 from osunits.fields import FIELDS_BY_KEY, SERVICE_FIELDS, Invalid
 from osunits.load import Mapping, Scalar, Sequence, Value, load_yaml
 from osunits.model import (
+    CONTAINER_HOSTS,
+    CONTAINER_OWN,
     LOCATED_KEYS,
     Dependency,
     DependencyKind,
@@ -234,6 +236,7 @@ def _build_service(name: str, m: Mapping, problems: list[Problem], *,
             else:
                 seen[dep_name] = str(kind)
                 deps.append(Dependency(dep_name, kind, item.loc))
+    problems += _bind_overlaps(values, m)
     values["readiness"] = values["readiness"] or Readiness(ReadinessKind.NONE)
     values["description"] = values["description"] or f"osunits service {name}"
     if len(problems) > n_before:
@@ -246,6 +249,28 @@ def _build_service(name: str, m: Mapping, problems: list[Problem], *,
                    source=source, loc=m.loc,
                    key_locs=tuple(x for k in LOCATED_KEYS if k in m.entries
                                   for x in (k, *m.key_loc(k))))
+
+
+def _bind_overlaps(values: dict[str, object], m: Mapping) -> list[Problem]:
+    """E108 for a bind over what the container must keep: osunits' own files, its hosts
+    file, a state directory, or a config file's directory (the init would install the
+    file into the host's directory)."""
+    out = []
+    loc = m.key_loc("binds")
+    state = [st.path for st in values["state"]]  # type: ignore[attr-defined]
+    configs = [cf.path for cf in values["config"]]  # type: ignore[attr-defined]
+    for b in values["binds"]:  # type: ignore[attr-defined]
+        p = b.path
+        clash = next((f"osunits' own {x}" for x in (CONTAINER_OWN, CONTAINER_HOSTS)
+                      if p == x or x in p.parents or p in x.parents), None)
+        clash = clash or next((f"the state directory {s}" for s in state
+                               if p == s or s in p.parents or p in s.parents), None)
+        clash = clash or next((f"the config file {c}" for c in configs if p in c.parents or
+                               p == c), None)
+        if clash:
+            out.append(Problem("E108", f"{b}: would cover {clash}", loc, "binds",
+                               hint="bind it somewhere else in the container"))
+    return out
 
 
 def _items(v: Value | None) -> tuple[Value, ...]:

@@ -345,7 +345,8 @@ def why(service: str, bus: BusOpt = None) -> None:
 def logs(service: str, bus: BusOpt = None,
          follow: Annotated[bool, typer.Option("--follow", "-f")] = False,
          lines: Annotated[int, typer.Option("--lines", "-n")] = 50) -> None:
-    """Show SERVICE's journal (its container's output, and the container's own journal)."""
+    """Show SERVICE's journal: its container's output (a booted container's own journal is
+    `journalctl -M SERVICE`)."""
     from osunits.systemd.units import journal_args, unit_of
 
     argv = ["journalctl", *journal_args(bus), "-u", unit_of(service), "-n", str(lines),

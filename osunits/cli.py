@@ -110,7 +110,9 @@ def generate(
         for c in result.changes:
             print(f"{c.change:6} {c.path}")
         n = len(plan.files)
-        print(f"{plan.host}: {n} files, {len(result.changes)} changed", file=sys.stderr)
+        adopted = sum(c.change == "adopt" for c in result.changes)
+        print(f"{plan.host}: {n} files, {len(result.changes) - adopted} changed"
+              + (f", {adopted} adopted" if adopted else ""), file=sys.stderr)
         _say_what_running_services_need(plan, result)
         if not os.path.lexists(str(root) + str(INSTALLED.boot_wants)):
             here = "" if root.resolve() == Path("/") else f" --root {root}"

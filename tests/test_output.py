@@ -328,6 +328,7 @@ def test_adopt_takes_over_exactly_what_would_be_written(tmp_path: Path) -> None:
     image.symlink_to(link)
     res = r.invoke(app, [*gen, "--adopt"])
     assert res.exit_code == 0, res.output
+    assert f"net01: {len(owned)} files, 1 changed, {len(owned) - 1} adopted" in res.output
     assert load_manifest(root).files == owned
     assert load_manifest(root).host == "net01"
     res = r.invoke(app, gen)

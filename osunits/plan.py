@@ -26,7 +26,7 @@ from pathlib import Path, PurePosixPath
 from typing import Any
 
 from osunits import cache
-from osunits.deployment import TEMPLATES_DIR
+from osunits.deployment import DEPLOYMENT_FILE, TEMPLATES_DIR
 from osunits.errors import DeploymentError, Problem, Severity, unknown_name
 from osunits.graph import (
     READY_PORT,
@@ -188,9 +188,11 @@ def plan_host(dep: Deployment, host_name: str, given_by: str = "--host",
     problems: list[Problem] = []
     addresses = {k: str(v) for k, v in graph.addresses.items()}  # allocated by the checks
     gates = _gates(graph.cross_host)
+    base = {id(s) for s in dep.services}  # a host's copy of another identity has overrides
     for svc in host.services:
         try:
-            files += _plan_service(dep, host, svc, renderer, layout, addresses, gates)
+            files += _plan_service(dep, host, svc, renderer, layout, addresses, gates,
+                                   overridden=id(svc) not in base)
         except DeploymentError as e:
             problems += e.problems
         except EscapeError as e:  # validation should have caught it: still no traceback
@@ -334,8 +336,10 @@ def check_configs(dep: Deployment, hosts: Iterable[Host]) -> list[Problem]:
 
 def _plan_service(dep: Deployment, host: Host, svc: Service, renderer: ConfigRenderer,
                   layout: Layout, addresses: dict[str, str],
-                  gates: dict[str, CrossHostEdge]) -> list[PlannedFile]:
+                  gates: dict[str, CrossHostEdge], *, overridden: bool) -> list[PlannedFile]:
     source = _rel(dep, svc.source)
+    if overridden:
+        source += f" and {DEPLOYMENT_FILE}'s overrides"
     files: list[PlannedFile] = []
     binds_ro: list[tuple[str, str]] = []
     digest = hashlib.sha256()

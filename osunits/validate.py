@@ -425,11 +425,14 @@ def _load_hosts(top: Mapping, roles: dict[str, _Role], names: set[str],
                 continue
             key = (sname, tuple(id(layer) for layer in layers))
             if key not in built:
-                merged = raw_of(sname)
-                if merged is None:
+                own = raw_of(sname)
+                if own is None:
                     continue  # its file no longer loads: reported
+                merged = own
                 for layer in layers:
                     merged = _merge(merged, layer)
+                # still the service of its own file, whatever the overrides set
+                merged = Mapping(merged.entries, merged.key_locs, own.loc, own.source)
                 built[key] = _build_service(sname, merged, problems, own=None)
             svc = built[key]
             if svc is not None:

@@ -232,6 +232,24 @@ def unique_list_of(item: Callable[[Value], T]) -> Callable[[Value], tuple[T, ...
 
 
 names_list = unique_list_of(parse_name)
+# systemd.unit(5)'s name syntax, of the types a service can be ordered after.
+HOST_UNIT_RE = re.compile(
+    r"^[A-Za-z0-9:_.\\-]+(@[A-Za-z0-9:_.\\-]*)?\.(service|socket|target|mount|path|timer)$")
+
+
+def parse_dependency(v: Value) -> str:
+    """A service of the deployment, or a unit of the host (``libvirtd.service``)."""
+    s = parse_str(v, allow_empty=False)
+    if "." in s:
+        if not HOST_UNIT_RE.match(s) or len(s) > 255:
+            raise Invalid(f"{s!r} is neither a service name nor a unit name",
+                          hint="a host unit ends in .service, .socket, .target, .mount, .path "
+                          "or .timer")
+        return s
+    return parse_name(v)
+
+
+dependencies_list = unique_list_of(parse_dependency)
 
 
 def parse_exec(v: Value) -> tuple[str, ...]:
@@ -515,6 +533,8 @@ _NAME_SCHEMA = {"type": "string", "pattern": NAME_RE.pattern}
 _DURATION_SCHEMA = {"oneOf": [{"type": "integer", "minimum": 1},
                               {"type": "string", "pattern": _DURATION_RE.pattern}]}
 _NAMES_SCHEMA = {"type": "array", "items": _NAME_SCHEMA, "uniqueItems": True}
+_DEPENDENCIES_SCHEMA = {"type": "array", "uniqueItems": True, "items": {
+    "oneOf": [_NAME_SCHEMA, {"type": "string", "pattern": HOST_UNIT_RE.pattern}]}}
 _EXEC_SCHEMA = {"oneOf": [{"type": "string", "minLength": 1},
                           {"type": "array", "items": {"type": "string"}, "minItems": 1}]}
 _PORT_SCHEMA = {"type": "integer", "minimum": 1, "maximum": 65535}
@@ -537,12 +557,13 @@ SERVICE_FIELDS: tuple[Field, ...] = (
     Field("environment", parse_environment, (), "Environment variables of the command.",
           {"type": "object", "propertyNames": {"pattern": ENV_RE.pattern},
            "additionalProperties": {"type": ["string", "number"]}}),
-    Field("requires", names_list, (), "Services that must be ready first; a failure of one "
-          "fails this service too (Requires= + After=).", _NAMES_SCHEMA),
-    Field("wants", names_list, (), "Services started and awaited first; their failure is "
-          "tolerated (Wants= + After=).", _NAMES_SCHEMA),
-    Field("after", names_list, (), "Order after these services when both are started "
-          "(After= only).", _NAMES_SCHEMA),
+    Field("requires", dependencies_list, (), "Services that must be ready first; a failure of "
+          "one fails this service too (Requires= + After=). A unit name (libvirtd.service) is "
+          "the host's own unit.", _DEPENDENCIES_SCHEMA),
+    Field("wants", dependencies_list, (), "Services started and awaited first; their failure "
+          "is tolerated (Wants= + After=).", _DEPENDENCIES_SCHEMA),
+    Field("after", dependencies_list, (), "Order after these services when both are started "
+          "(After= only).", _DEPENDENCIES_SCHEMA),
     Field("ports", unique_list_of(parse_port_spec), (), "Ports the service listens on: 5000, "
           "'5000/udp' or {port, protocol}.",
           {"type": "array", "items": {"oneOf": [_PORT_SCHEMA, {

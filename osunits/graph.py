@@ -24,6 +24,7 @@ from osunits.model import (
     Service,
 )
 from osunits.network import allocate, check_network, listen_address
+from osunits.systemd.units import is_unit
 
 READY_PORT = 7480  # osunits-ready.socket: answers whether a service on this host is active
 
@@ -288,6 +289,8 @@ def _check_host(dep: Deployment, h: Host, placement: dict[str, tuple[str, ...]],
     for s in h.services:
         preds = []
         for d in s.dependencies:
+            if is_unit(d.name):
+                continue  # the host's own unit: systemd orders on it, there is nothing to check
             loc = _dep_loc(s, d)
             if d.name in local:
                 preds.append(d.name)

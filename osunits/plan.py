@@ -40,7 +40,7 @@ from osunits.model import CONTAINER_OWN, DependencyKind, Deployment, Host, Netwo
 from osunits.network import listen_address, netns_name, veth_name
 from osunits.render import ConfigRenderer, render_text, render_unit
 from osunits.systemd.escape import EscapeError
-from osunits.systemd.units import TARGET, unit_of
+from osunits.systemd.units import TARGET, is_unit, unit_of
 
 OSUNITS_LIB = PurePosixPath("/var/lib/osunits")
 ROOTFS_DIR = OSUNITS_LIB / "rootfs"  # images persist in /var whatever the layout
@@ -389,7 +389,7 @@ def _plan_service(dep: Deployment, host: Host, svc: Service, renderer: ConfigRen
 
     deps: dict[str, list[str]] = {str(k): [] for k in DependencyKind}
     for d in svc.dependencies:
-        if host.service(d.name) is not None:
+        if host.service(d.name) is not None or is_unit(d.name):  # is_unit: the host's own
             deps[str(d.kind)].append(unit_of(d.name))
         elif d.name in gates and d.kind is not DependencyKind.AFTER:
             deps[str(d.kind)].append(gate_unit(d.name))

@@ -1,10 +1,14 @@
-"""Graph rules that the golden files (IPv4 only) do not show."""
+"""Graph rules that the golden files do not show: IPv6 gates, the host's own units."""
 
 from __future__ import annotations
 
 import dataclasses
+from pathlib import Path
+
+import pytest
 
 from osunits.deployment import load_deployment
+from osunits.errors import DeploymentError
 from osunits.graph import gate_endpoint
 from tests.conftest import EXAMPLE
 
@@ -24,3 +28,30 @@ def test_gate_endpoints_bracket_an_ipv6_inventory_address() -> None:
         assert gate_endpoint(svc, ctl).startswith(f"{kind} 192.0.2.11:")
     assert by_kind.keys() == {"tcp", "ready"}
 
+
+
+def test_a_host_unit_is_a_dependency_systemd_orders_on(tmp_path: Path) -> None:
+    """requires/wants/after may name the host's own units (libvirtd.service): they reach the
+    drop-in as written and the graph leaves them alone (no C002, no gate, no wave)."""
+    import shutil
+
+    from osunits.plan import plan_host
+
+    dep_dir = tmp_path / "dep"
+    shutil.copytree(EXAMPLE, dep_dir)
+    svc = dep_dir / "services/nova-compute.yaml"
+    svc.write_text(svc.read_text().replace(
+        "requires: [rabbitmq,", "requires: [virtqemud.service, ovs@br-int.target, rabbitmq,"))
+    dep = load_deployment(dep_dir)
+    plan = plan_host(dep, "cmp01")
+    dropin = next(f for f in plan.files if f.path.name == "50-osunits.conf"
+                  and "nova-compute" in str(f.path)).content.decode()
+    for unit in ("virtqemud.service", "ovs@br-int.target"):
+        assert f"Requires={unit}\n" in dropin and f"After={unit}\n" in dropin
+    assert not any("." in p for p in plan.graph.order["nova-compute"])
+    assert not any("." in e.dependency.name for e in plan.graph.cross_host)
+    assert not [p for p in plan.warnings if p.code == "C002"]
+    bad = dep_dir / "services/nova-compute.yaml"
+    bad.write_text(bad.read_text().replace("virtqemud.service", "virtqemud.sevrice"))
+    with pytest.raises(DeploymentError, match="'virtqemud.sevrice' is neither a service name nor"):
+        load_deployment(dep_dir)

@@ -12,9 +12,14 @@ _UNIT_TYPES = (".service", ".socket", ".target", ".device", ".mount", ".automoun
                ".path", ".timer", ".slice", ".scope")
 
 
+def is_unit(name: str) -> bool:
+    """A name that is a unit already (of the host: libvirtd.service), not a service's."""
+    return name.endswith(_UNIT_TYPES)
+
+
 def unit_of(service: str) -> str:
     """keystone → systemd-nspawn@keystone.service (a unit name is kept as it is)."""
-    if service.endswith(_UNIT_TYPES):
+    if is_unit(service):
         return service
     return f"{UNIT_PREFIX}{service}{UNIT_SUFFIX}"
 

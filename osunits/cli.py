@@ -409,6 +409,8 @@ def _load_specs(specs: Path | None, deployment: Path | None) -> "dict[str, Spec]
         return rootfs.load_specs(specs)
     return rootfs.load_specs(bundled_specs_dir(), deployment_dir(deployment) / SPECS_DIR)
 RootOpt = Annotated[Path, typer.Option(help="Images live under ROOT/var/lib/osunits/rootfs")]
+CacheOpt = Annotated[Path | None, typer.Option(help="Layer cache [default: "
+                                               "ROOT/var/cache/osunits/rootfs]")]
 
 
 @rootfs_app.command("build")
@@ -416,8 +418,7 @@ def rootfs_build(
     names: Annotated[list[str] | None, typer.Argument(help="Specs to build")] = None,
     all_: Annotated[bool, typer.Option("--all", help="Build every spec")] = False,
     specs: SpecsOpt = None, root: RootOpt = Path("/"), deployment: DeploymentOpt = None,
-    cache: Annotated[Path | None, typer.Option(help="Layer cache [default: "
-                                               "ROOT/var/cache/osunits/rootfs]")] = None,
+    cache: CacheOpt = None,
     force: Annotated[bool, typer.Option(help="Rebuild even if current")] = False,
     mirror: Annotated[str | None, typer.Option(help="Debian mirror [default: the host's]")] = None,
 ) -> None:
@@ -452,11 +453,11 @@ def rootfs_list(specs: SpecsOpt = None, root: RootOpt = Path("/"),
 
 
 @rootfs_app.command("prune")
-def rootfs_prune(root: RootOpt = Path("/")) -> None:
+def rootfs_prune(root: RootOpt = Path("/"), cache: CacheOpt = None) -> None:
     """Remove cached layers no image uses any more."""
     from osunits import rootfs
 
-    for p in rootfs.prune(root=root):
+    for p in rootfs.prune(root=root, cache=cache):
         print(f"removed {p}")
 
 

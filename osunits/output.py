@@ -172,6 +172,10 @@ def plan_changes(root: Path, files: tuple[PlannedFile, ...],
                 else:
                     conflicts.append(f"{disk}: exists and is not osunits' (exactly as "
                                      "osunits would write it: --adopt takes it over)")
+            elif cur == new and not f.link:
+                conflicts.append(f"{disk}: exists and is not osunits' (its content is what "
+                                 f"osunits would write, but its mode is {mode:04o}, not "
+                                 f"{f.mode:04o})")
             else:
                 conflicts.append(f"{disk}: exists and is not osunits' to overwrite")
         elif known != _digest(cur):

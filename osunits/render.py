@@ -158,10 +158,13 @@ class ConfigRenderer:
     def render(self, name: str, context: Mapping[str, Any], where: Location | None) -> str:
         try:
             return self.env.get_template(name).render(**context)
-        except jinja2.TemplateNotFound:
+        except jinja2.TemplateNotFound as e:
+            import difflib  # only on errors
+
+            close = difflib.get_close_matches(str(e.name), self.env.list_templates(), n=1)
             raise DeploymentError([Problem(
-                "T001", f"config template {name!r} not found in {self.dir}", where,
-                "config.template")]) from None
+                "T001", f"config template {e.name!r} not found in {self.dir}", where,
+                "config.template", f"did you mean {close[0]!r}?" if close else "")]) from None
         except jinja2.TemplateSyntaxError as e:
             raise DeploymentError([Problem(
                 "T002", f"template syntax error: {e.message}",

@@ -52,6 +52,10 @@ def test_refuses_unowned_and_edited_files_and_writes_nothing() -> None:
             write_files(root, (pf("/etc/new.conf", "x"), pf("/etc/theirs.conf", "ours")))
         assert not (root / "etc/new.conf").exists()
         assert (root / "etc/theirs.conf").read_text() == "operator's\n"
+        (root / "etc/same.conf").write_text("ours")
+        (root / "etc/same.conf").chmod(0o600)
+        with pytest.raises(OutputError, match="its mode is 0600, not 0644"):
+            write_files(root, (pf("/etc/same.conf", "ours"),), adopt=True)
         assert not (root / "var").exists()  # not even the lock: nothing was written
         (root / "var/lib/osunits/rootfs").mkdir(parents=True)  # as `rootfs build` leaves it
         with pytest.raises(OutputError, match="theirs.conf: exists and is not osunits'"):

@@ -72,3 +72,15 @@ def test_templates_cannot_reach_files_or_change_the_model(tmp_path: Path, expr: 
                                     "{{ hosts | length }} {{ a.fmt }}\n")
     assert ConfigRenderer(tmp_path).render("ok.j2", ctx, None) == (
         f"{EXAMPLE.name} {ctl.services[0].name} 4 x\n")
+
+
+def test_a_missing_template_names_the_closest(tmp_path: Path) -> None:
+    (tmp_path / "glance").mkdir()
+    (tmp_path / "glance/glance-api.conf.j2").write_text("x\n")
+    (tmp_path / "t.j2").write_text("{% include 'glance/glance-api.conf' %}\n")
+    for name in ("glance/glance-api.conf", "t.j2"):  # named, or included by one
+        with pytest.raises(DeploymentError) as e:
+            ConfigRenderer(tmp_path).render(name, {}, None)
+        [p] = e.value.problems
+        assert p.code == "T001" and "'glance/glance-api.conf' not found" in p.message
+        assert p.hint == "did you mean 'glance/glance-api.conf.j2'?"

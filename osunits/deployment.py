@@ -24,6 +24,7 @@ HOST_FILE = "host"  # optional: DIR/host names this machine in the inventory
 SERVICES_DIR = "services"
 TEMPLATES_DIR = "templates"
 SPECS_DIR = "rootfs_specs"  # optional: the deployment's own rootfs specs
+SECRETS_DIR = "secrets"  # optional: what templates read with secret(NAME); not versioned
 
 
 def deployment_dir(given: Path | None = None) -> Path:
@@ -32,6 +33,12 @@ def deployment_dir(given: Path | None = None) -> Path:
         return given
     env = os.environ.get("OSUNITS_DEPLOYMENT")
     return Path(env) if env else DEFAULT_DEPLOYMENT
+
+
+def secrets_dir(root: Path) -> Path:
+    """Where ``secret(NAME)`` reads: ``$OSUNITS_SECRETS_DIR``, else DIR/secrets."""
+    env = os.environ.get("OSUNITS_SECRETS_DIR")
+    return Path(env) if env else root / SECRETS_DIR
 
 
 def bundled_specs_dir() -> Path:

@@ -201,15 +201,21 @@ def plan_changes(root: Path, files: tuple[PlannedFile, ...],
     return sorted(changes, key=lambda c: c.path), m
 
 
-def render_diff(changes: list[FileChange]) -> str:
+def render_diff(changes: list[FileChange], hide: frozenset[str] = frozenset()) -> str:
+    """A unified diff of ``changes``; a file holding any value of ``hide`` (a secret) is
+    named, not shown: its old lines may hold the secret it had before, too."""
     import difflib  # only for --diff
 
+    secret = [v.encode() for v in hide]
     out: list[str] = []
     for c in changes:
-        old = (c.old or b"").decode(errors="replace").splitlines(keepends=True)
-        new = (c.new or b"").decode(errors="replace").splitlines(keepends=True)
         a = "/dev/null" if c.change is Change.ADD else f"a{c.path}"
         b = "/dev/null" if c.change is Change.REMOVE else f"b{c.path}"
+        if any(v in (c.new or b"") for v in secret):
+            out += [f"--- {a}\n", f"+++ {b}\n", "(holds secrets: not shown)\n"]
+            continue
+        old = (c.old or b"").decode(errors="replace").splitlines(keepends=True)
+        new = (c.new or b"").decode(errors="replace").splitlines(keepends=True)
         diff = list(difflib.unified_diff(old, new, a, b))
         if c.change is Change.ADOPT:
             diff = [f"--- {a}\n", f"+++ {b}\n", "(adopted: already as osunits writes it)\n"]
@@ -432,7 +438,10 @@ def _write_json(path: Path, data: object) -> None:
     """Write-temp-rename; the caller flushes (one syncfs covers several writes)."""
     tmp = Path(_tmp_name(str(path)))
     tmp.parent.mkdir(parents=True, exist_ok=True)
-    with open(tmp, "w") as fh:
+    tmp.unlink(missing_ok=True)
+    # root's alone: it holds the digest of every config file, secrets included
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600)
+    with os.fdopen(fd, "w") as fh:
         json.dump(data, fh, indent=1, sort_keys=True)
         fh.write("\n")
     os.replace(tmp, path)

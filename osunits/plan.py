@@ -26,7 +26,7 @@ from pathlib import Path, PurePosixPath
 from typing import Any
 
 from osunits import cache
-from osunits.deployment import DEPLOYMENT_FILE, TEMPLATES_DIR
+from osunits.deployment import DEPLOYMENT_FILE, TEMPLATES_DIR, secrets_dir
 from osunits.errors import DeploymentError, Problem, Severity, unknown_name
 from osunits.graph import (
     READY_PORT,
@@ -160,6 +160,7 @@ class HostPlan:
     files: tuple[PlannedFile, ...]  # sorted by path
     graph: HostGraph
     warnings: tuple[Problem, ...] = ()
+    secrets: frozenset[str] = frozenset()  # the values secret() gave: never to be shown
 
 
 def host_of(dep: Deployment, name: str, given_by: str = "--host") -> Host:
@@ -183,7 +184,7 @@ def plan_host(dep: Deployment, host_name: str, given_by: str = "--host",
         raise DeploymentError(errors)
     warnings = tuple(p for p in report.problems if p.severity != "error")
     graph = report.hosts[0]
-    renderer = ConfigRenderer(dep.root / TEMPLATES_DIR)
+    renderer = ConfigRenderer(dep.root / TEMPLATES_DIR, secrets_dir(dep.root))
     files: list[PlannedFile] = []
     problems: list[Problem] = []
     addresses = {k: str(v) for k, v in graph.addresses.items()}  # allocated by the checks
@@ -219,7 +220,8 @@ def plan_host(dep: Deployment, host_name: str, given_by: str = "--host",
                              services=init_users))
     files.append(PlannedFile(_pyc_path(layout), _init_bytecode(), 0o644, source="osunits",
                              services=init_users))
-    return HostPlan(host.name, tuple(sorted(files, key=lambda f: f.path)), graph, warnings)
+    return HostPlan(host.name, tuple(sorted(files, key=lambda f: f.path)), graph, warnings,
+                    frozenset(renderer.secrets))
 
 
 def _rel(dep: Deployment, path: Path) -> str:
@@ -319,7 +321,7 @@ def hosts_path(layout: Layout, private: bool) -> PurePosixPath:
 def check_configs(dep: Deployment, hosts: Iterable[Host]) -> list[Problem]:
     """Render every config file of these hosts' services and keep only the problems, each
     once: check-deps says what generate would refuse, without writing anything."""
-    renderer = ConfigRenderer(dep.root / TEMPLATES_DIR)
+    renderer = ConfigRenderer(dep.root / TEMPLATES_DIR, secrets_dir(dep.root))
     problems: dict[Problem, None] = {}
     for host in hosts:
         for svc in host.services:
@@ -332,6 +334,12 @@ def check_configs(dep: Deployment, hosts: Iterable[Host]) -> list[Problem]:
                 except DeploymentError as e:
                     problems.update(dict.fromkeys(e.problems))
     return list(problems)
+
+
+def _without(text: str, secrets: set[str]) -> str:
+    for value in secrets:
+        text = text.replace(value, "")
+    return text
 
 
 def _plan_service(dep: Deployment, host: Host, svc: Service, renderer: ConfigRenderer,
@@ -353,7 +361,9 @@ def _plan_service(dep: Deployment, host: Host, svc: Service, renderer: ConfigRen
                                  services=(svc.name,)))
         if svc.boot:
             binds_ro.append((str(host_path), str(cf.path)))
-        digest.update(f"{cf.path}\0{cf.mode:o}\0".encode() + text.encode() + b"\0")
+        # the drop-in is world-readable: its hash must not allow guessing a secret offline
+        digest.update(f"{cf.path}\0{cf.mode:o}\0".encode()
+                      + _without(text, renderer.secrets).encode() + b"\0")
     binds_ro.append((str(hosts_path(layout, svc.network is NetworkMode.PRIVATE)), "/etc/hosts"))
     binds = [(str(st.host_path(svc.name)), str(st.path)) for st in svc.state]
     state_dirs = sorted({b[0] for b in binds})

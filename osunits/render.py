@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import functools
 import os
+import re
+import stat
 from collections.abc import Mapping
 from pathlib import Path, PurePath
 from typing import Any
@@ -141,11 +143,19 @@ class _Sandbox(jinja2.sandbox.ImmutableSandboxedEnvironment):
         return super().getattr(obj, attribute)
 
 
-class ConfigRenderer:
-    """The deployment's own templates (templates/), sandboxed and strict."""
+_SECRET_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$")
 
-    def __init__(self, templates_dir: Path) -> None:
+
+class ConfigRenderer:
+    """The deployment's own templates (templates/), sandboxed and strict.
+
+    ``secret(NAME)`` reads ``secrets_dir/NAME``: passwords stay out of the deployment's
+    files (and its repository); the values read are kept in ``secrets`` for masking."""
+
+    def __init__(self, templates_dir: Path, secrets_dir: Path | None = None) -> None:
         self.dir = templates_dir
+        self.secrets_dir = secrets_dir
+        self.secrets: set[str] = set()
         self.env = _Sandbox(
             loader=jinja2.FileSystemLoader(str(templates_dir)),
             bytecode_cache=_bytecode_cache(),
@@ -154,6 +164,31 @@ class ConfigRenderer:
             keep_trailing_newline=True,
             autoescape=False,
         )
+        self.env.globals["secret"] = self._secret
+
+    def _secret(self, name: str) -> str:
+        if not isinstance(name, str) or not _SECRET_NAME.match(name):
+            raise ValueError(f"secret({name!r}): not a secret name (letters, digits, '_.-')")
+        if self.secrets_dir is None:
+            raise ValueError(f"secret({name!r}): this deployment has no secrets directory")
+        path = self.secrets_dir / name
+        try:
+            fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
+        except OSError as e:
+            raise ValueError(f"secret({name!r}): {path}: {e.strerror}") from None
+        try:
+            st = os.fstat(fd)
+            if not stat.S_ISREG(st.st_mode) or st.st_mode & 0o077 or st.st_uid != os.geteuid():
+                raise ValueError(f"secret({name!r}): {path} must be a file of yours that "
+                                 "no one else can read (chmod 600)")
+            data = os.read(fd, 1 << 16)
+        finally:
+            os.close(fd)
+        value = data.decode("utf-8", "replace").rstrip("\n")
+        if not value or "\n" in value:
+            raise ValueError(f"secret({name!r}): {path} must hold one non-empty line")
+        self.secrets.add(value)
+        return value
 
     def render(self, name: str, context: Mapping[str, Any], where: Location | None) -> str:
         try:

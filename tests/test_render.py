@@ -84,3 +84,33 @@ def test_a_missing_template_names_the_closest(tmp_path: Path) -> None:
         [p] = e.value.problems
         assert p.code == "T001" and "'glance/glance-api.conf' not found" in p.message
         assert p.hint == "did you mean 'glance/glance-api.conf.j2'?"
+
+
+def test_secrets_come_from_their_own_files(tmp_path: Path) -> None:
+    secrets = tmp_path / "secrets"
+    secrets.mkdir()
+    (secrets / "db-password").write_text("s3cr3t\n")
+    (secrets / "db-password").chmod(0o600)
+    (tmp_path / "t.j2").write_text("[db]\npassword = {{ secret('db-password') }}\n")
+    r = ConfigRenderer(tmp_path, secrets)
+    assert r.render("t.j2", {}, None) == "[db]\npassword = s3cr3t\n"
+    assert r.secrets == {"s3cr3t"}
+    cases = {
+        "{{ secret('nope') }}": "secret('nope'): " + str(secrets / "nope") + ": No such file",
+        "{{ secret('../t.j2') }}": "not a secret name",
+        "{{ secret('open') }}": "no one else can read (chmod 600)",
+        "{{ secret('two') }}": "must hold one non-empty line",
+    }
+    (secrets / "open").write_text("x\n")
+    (secrets / "open").chmod(0o644)
+    (secrets / "two").write_text("a\nb\n")
+    (secrets / "two").chmod(0o600)
+    for expr, said in cases.items():
+        (tmp_path / "bad.j2").write_text(f"x = 1\ny = {expr}\n")
+        with pytest.raises(DeploymentError) as e:
+            ConfigRenderer(tmp_path, secrets).render("bad.j2", {}, None)
+        [p] = e.value.problems
+        assert p.code == "T003" and said in p.message, p.message
+        assert p.location is not None and p.location.line == 2
+    with pytest.raises(DeploymentError, match="has no secrets directory"):
+        ConfigRenderer(tmp_path).render("t.j2", {}, None)

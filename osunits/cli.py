@@ -201,6 +201,46 @@ def check_deps(
         raise typer.Exit(1)
 
 
+@app.command()
+def decommission(
+    root: Annotated[Path, typer.Option(help="Remove under this root instead of /")] = Path("/"),
+    dry_run: Annotated[bool, typer.Option("--dry-run", help="List what would be removed; "
+                                          "remove nothing; exit 1 if anything would be")] = False,
+) -> None:
+    """Remove every file osunits wrote for this host (a host leaving the inventory)."""
+    from osunits.output import load_manifest, write_files
+    from osunits.systemd.units import TARGET
+
+    live = root.resolve() == Path("/") and os.path.isdir("/run/systemd/system")
+    if live and not dry_run and _succeeds("systemctl", "is-active", "--quiet", TARGET):
+        print(f"osunits: {TARGET} is active: stop the services first (osunits stop); "
+              "nothing was removed", file=sys.stderr)
+        raise typer.Exit(2)
+    try:
+        manifest = load_manifest(root, dry_run=dry_run)
+        if not manifest.files:
+            print(f"osunits: nothing of osunits' under {root}", file=sys.stderr)
+            return
+        host = manifest.host
+        result = write_files(root, (), host=host, dry_run=dry_run)
+    except OsunitsError as e:
+        raise _fail(e) from None
+    if result.written and live:
+        _daemon_reload(None)
+    for c in result.changes:
+        print(f"- {c.path}" if dry_run else f"{c.change:6} {c.path}")
+    print(f"{host or 'this root'}: {len(result.changes)} files "
+          + ("would be removed" if dry_run else "removed"), file=sys.stderr)
+    if dry_run and result.changed:
+        raise typer.Exit(1)
+
+
+def _succeeds(*argv: str) -> bool:
+    import subprocess
+
+    return subprocess.run(argv, check=False).returncode == 0
+
+
 @app.command("install-generator")
 def install_generator(
     root: Annotated[Path, typer.Option(help="Install under this root instead of /")] = Path("/"),

@@ -410,6 +410,38 @@ def test_diff_names_a_file_holding_a_secret_but_never_shows_it(
     assert dropin not in res.output
 
 
+def test_decommission_removes_what_osunits_wrote_and_nothing_else(tmp_path: Path) -> None:
+    r = CliRunner()
+    root = tmp_path / "root"
+    assert r.invoke(app, ["generate", "-H", "net01", "-d", str(EXAMPLE), "--root",
+                          str(root)]).exit_code == 0
+    owned = load_manifest(root).files
+    theirs = root / "etc/systemd/system/local.service"
+    theirs.write_text("[Service]\nExecStart=/bin/true\n")
+    nspawn = root / "etc/systemd/nspawn/neutron-l3-agent.nspawn"
+    nspawn.write_text(nspawn.read_text() + "# edited\n")
+    before = snapshot(root)
+    res = r.invoke(app, ["decommission", "--root", str(root)])
+    assert res.exit_code == 2 and f"{nspawn}: osunits would remove it, but it changed" in res.output
+    assert snapshot(root) == before
+    nspawn.unlink()
+    before = snapshot(root)
+    res = r.invoke(app, ["decommission", "--root", str(root), "--dry-run"])
+    assert res.exit_code == 1 and "- /var/lib/osunits/lib/init.py" in res.output
+    assert snapshot(root) == before
+    res = r.invoke(app, ["decommission", "--root", str(root)])
+    assert res.exit_code == 0, res.output
+    assert f"net01: {len(owned) - 1} files removed" in res.output
+    assert not any((root / p.lstrip("/")).exists() or (root / p.lstrip("/")).is_symlink()
+                   for p in owned)
+    assert theirs.read_text() == "[Service]\nExecStart=/bin/true\n"
+    assert load_manifest(root).files == {}
+    res = r.invoke(app, ["decommission", "--root", str(root)])
+    assert res.exit_code == 0 and "nothing of osunits'" in res.output
+    assert r.invoke(app, ["generate", "-H", "cmp01", "-d", str(EXAMPLE), "--root",
+                          str(root)]).exit_code == 0  # the root is free for any host now
+
+
 def test_a_root_that_is_a_file_is_a_clear_error(tmp_path: Path) -> None:
     afile = tmp_path / "afile"
     afile.write_text("mine\n")

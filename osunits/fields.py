@@ -49,10 +49,15 @@ _PUBLISH_RE = re.compile(
 class Invalid(Exception):
     """A value is wrong; carries the message, and optionally a more precise location."""
 
-    def __init__(self, message: str, loc: Location | None = None, hint: str = "") -> None:
+    def __init__(self, message: str, loc: Location | None = None, hint: str = "",
+                 more: tuple[Invalid, ...] = ()) -> None:
         super().__init__(message)
         self.loc = loc
         self.hint = hint
+        self.more = more  # the other items of the same list that are wrong too
+
+    def each(self) -> tuple[Invalid, ...]:
+        return (self, *self.more)
 
 
 # --- scalar parsers --------------------------------------------------------------
@@ -209,11 +214,14 @@ def list_of(item: Callable[[Value], T]) -> Callable[[Value], tuple[T, ...]]:
         if not isinstance(v, Sequence):
             raise Invalid("expected a list")
         out = []
+        wrong: list[Invalid] = []  # every bad item, not only the first: all errors at once
         for it in v.items:
             try:
                 out.append(item(it))
             except Invalid as e:
-                raise Invalid(str(e), e.loc or it.loc, e.hint) from e
+                wrong += [Invalid(str(x), x.loc or it.loc, x.hint) for x in e.each()]
+        if wrong:
+            raise Invalid(str(wrong[0]), wrong[0].loc, wrong[0].hint, tuple(wrong[1:]))
         return tuple(out)
     return parse
 

@@ -210,8 +210,8 @@ def _build_service(name: str, m: Mapping, problems: list[Problem], *,
         try:
             values[f.key] = f.parse(v)
         except Invalid as e:
-            problems.append(Problem("E108", str(e), e.loc or v.loc or m.key_loc(f.key),
-                                    f.key, e.hint))
+            problems += [Problem("E108", str(x), x.loc or v.loc or m.key_loc(f.key), f.key,
+                                 x.hint) for x in e.each()]
     values["name"] = name
     if len(problems) > n_before:
         return None

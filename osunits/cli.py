@@ -19,7 +19,7 @@ import typer
 import typer.core
 
 from osunits.deployment import bundled_specs_dir, deployment_dir, this_host
-from osunits.errors import DeploymentError, OsunitsError
+from osunits.errors import DeploymentError, OsunitsError, Problem
 
 # typer before 0.21.1 escapes "[default: ...]" as rich markup ("\[default: /]") whenever rich
 # is importable, even with rich_markup_mode=None; we never use rich, so tell typer it is absent.
@@ -189,6 +189,7 @@ def check_deps(
 
             checked = {g.host for g in rep.hosts}
             rep.problems += check_configs(dep, [h for h in dep.hosts if h.name in checked])
+        rep.problems += _own_spec_problems(dep.root)
     except OsunitsError as e:
         raise _fail(e, writes=False) from None
     if fmt is Format.json:
@@ -199,6 +200,23 @@ def check_deps(
         sys.stdout.write(report.to_text(rep))
     if not rep.clean:
         raise typer.Exit(1)
+
+
+def _own_spec_problems(root: Path) -> list[Problem]:
+    """The deployment's own rootfs specs are part of it: their errors (R0xx) too."""
+    from osunits.deployment import SPECS_DIR
+
+    own = root / SPECS_DIR
+    if not own.is_dir():
+        return []
+    from osunits import rootfs
+
+    try:
+        rootfs.load_specs(bundled_specs_dir(), own)
+    except DeploymentError as e:
+        return [p for p in e.problems
+                if p.location is None or p.location.path.startswith(str(own))]
+    return []
 
 
 @app.command()

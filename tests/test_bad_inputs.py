@@ -113,6 +113,19 @@ def test_a_template_that_fails_to_render_names_its_own_line(tmp_path: Path) -> N
         assert res.output.count("T003") == 1
 
 
+def test_check_deps_checks_the_deployments_own_rootfs_specs(tmp_path: Path) -> None:
+    dep = tmp_path / "dep"
+    shutil.copytree(EXAMPLE, dep)
+    (dep / "rootfs_specs").mkdir()
+    (dep / "rootfs_specs/my-api.yaml").write_text("base: keystnoe\npackages: [python3-x]\n")
+    res = CliRunner().invoke(app, ["check-deps", "-d", str(dep)])
+    assert res.exit_code == 1
+    assert f"{dep}/rootfs_specs/my-api.yaml: error[R010]: base: unknown base spec 'keystnoe'" \
+        in res.output
+    assert "did you mean 'keystone'?" in res.output
+    assert "error[R" not in res.output.replace("R010", "")  # the bundled specs are fine
+
+
 def test_check_deps_unreadable_input_exit_2() -> None:
     res = CliRunner().invoke(app, ["check-deps", "-d", str(BAD / "binary-file")])
     assert res.exit_code == 2

@@ -210,6 +210,8 @@ class ConfigRenderer:
             what = str(e) if isinstance(e, (jinja2.TemplateError, SecurityError, TypeError,
                                             ValueError)) else (
                 f"{type(e).__name__}: {e}")
+            for value in self.secrets:  # an error may quote a value: never a secret
+                what = what.replace(value, "********")
             raise DeploymentError([Problem(
                 "T003", f"cannot render {name}: {what}",
                 Location(str(self.dir / name), line) if line else where, "config.template",

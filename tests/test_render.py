@@ -114,3 +114,7 @@ def test_secrets_come_from_their_own_files(tmp_path: Path) -> None:
         assert p.location is not None and p.location.line == 2
     with pytest.raises(DeploymentError, match="has no secrets directory"):
         ConfigRenderer(tmp_path).render("t.j2", {}, None)
+    (tmp_path / "leak.j2").write_text("{{ {}[secret('db-password')] }}\n")  # quotes the key
+    with pytest.raises(DeploymentError) as e:
+        ConfigRenderer(tmp_path, secrets).render("leak.j2", {}, None)
+    assert "s3cr3t" not in str(e.value)

@@ -102,7 +102,7 @@ def generate(
         print(w, file=sys.stderr)
     if diff:
         from osunits.output import render_diff
-        sys.stdout.write(render_diff(result.changes, plan.secrets))
+        sys.stdout.write(render_diff(result.changes, result.secret_paths))
     elif dry_run:
         for c in result.changes:
             print(f"{ {'add': '+', 'update': '~', 'remove': '-', 'adopt': '='}[c.change]} {c.path}")

@@ -66,6 +66,7 @@ class FileChange:
 class Result:
     changes: list[FileChange] = field(default_factory=list)
     written: bool = False
+    secret_paths: frozenset[str] = frozenset()  # files that hold or held a secret
 
     @property
     def changed(self) -> bool:
@@ -113,14 +114,15 @@ def _planned_bytes(f: PlannedFile) -> bytes:
 class Manifest:
     files: dict[str, str]  # path → sha256 of what osunits wrote
     host: str = ""  # the host they were written for ("" before osunits recorded it)
+    secrets: frozenset[str] = frozenset()  # the paths whose content holds a secret
 
 
 def load_manifest(root: Path, manifest: PurePosixPath = MANIFEST,
                   *, dry_run: bool = False) -> Manifest:
     journal = _on_disk(root, _journal_of(manifest))
     if dry_run and journal.exists():
-        raise OutputError(f"{journal}: an interrupted run must be completed first; "
-                          "run `osunits generate` without --dry-run/--diff")
+        raise OutputError(f"{journal}: an interrupted run must be completed first: "
+                          "run the same command without --dry-run/--diff")
     recover(root, manifest)
     path = _on_disk(root, manifest)
     try:
@@ -131,9 +133,11 @@ def load_manifest(root: Path, manifest: PurePosixPath = MANIFEST,
         raise OutputError(f"{path}: unreadable ownership manifest ({e}); "
                           "refusing to touch any file") from e
     files = data.get("files", {}) if isinstance(data, dict) else None
-    if not isinstance(files, dict):
-        raise OutputError(f"{path}: malformed ownership manifest")
-    return Manifest({str(k): str(v) for k, v in files.items()}, str(data.get("host", "")))
+    if not isinstance(files, dict) or data.get("version") != 1:
+        raise OutputError(f"{path}: malformed ownership manifest, or of another version of "
+                          "osunits; refusing to touch any file")
+    return Manifest({str(k): str(v) for k, v in files.items()}, str(data.get("host", "")),
+                    frozenset(map(str, data.get("secrets", []))))
 
 
 def plan_changes(root: Path, files: tuple[PlannedFile, ...],
@@ -202,16 +206,15 @@ def plan_changes(root: Path, files: tuple[PlannedFile, ...],
 
 
 def render_diff(changes: list[FileChange], hide: frozenset[str] = frozenset()) -> str:
-    """A unified diff of ``changes``; a file holding any value of ``hide`` (a secret) is
-    named, not shown: its old lines may hold the secret it had before, too."""
+    """A unified diff of ``changes``; a file in ``hide`` (one that holds or held a secret,
+    ``Result.secret_paths``) is named, not shown."""
     import difflib  # only for --diff
 
-    secret = [v.encode() for v in hide]
     out: list[str] = []
     for c in changes:
         a = "/dev/null" if c.change is Change.ADD else f"a{c.path}"
         b = "/dev/null" if c.change is Change.REMOVE else f"b{c.path}"
-        if any(v in (c.new or b"") for v in secret):
+        if str(c.path) in hide:
             out += [f"--- {a}\n", f"+++ {b}\n", "(holds secrets: not shown)\n"]
             continue
         old = (c.old or b"").decode(errors="replace").splitlines(keepends=True)
@@ -265,11 +268,13 @@ def _write_files(root: Path, files: tuple[PlannedFile, ...], host: str, dry_run:
     recovered = not dry_run and _on_disk(root, _journal_of(layout.manifest)).exists()
     changes, before = plan_changes(root, files, layout.manifest, host=host, dry_run=dry_run,
                                    adopt=adopt, inventory=inventory)
-    result = Result(changes, written=recovered)  # a completed interrupted run needs a reload
+    result = Result(changes, written=recovered,  # a completed interrupted run needs a reload
+                    secret_paths=before.secrets | {str(f.path) for f in files if f.secret})
     manifest_path = _on_disk(root, layout.manifest)
     # Nothing to change, but an older manifest names no host yet: record it, or the
     # wrong-host check would never hold for this root.
-    if dry_run or (not changes and manifest_path.exists() and before.host == host):
+    if dry_run or (not changes and manifest_path.exists() and before.host == host
+                   and before.secrets == _secrets(files)):
         return result
     try:
         return _write(root, files, changes, host, layout, result)
@@ -298,10 +303,11 @@ def _write(root: Path, files: tuple[PlannedFile, ...], changes: list[FileChange]
     _sync([os.path.dirname(tmp) for tmp, _ in staged])
     removals = [_disk(rootstr, c.path) for c in changes if c.change is Change.REMOVE]
     new_manifest = {str(f.path): f.digest for f in files}
+    secrets = sorted(_secrets(files))
     _write_json(journal_path, {"state": "committing", "renames": staged, "removals": removals,
-                               "manifest": new_manifest, "host": host})
+                               "manifest": new_manifest, "host": host, "secrets": secrets})
     _sync([str(journal_path.parent)])  # the commit record durable before the first rename
-    _commit(root, staged, removals, new_manifest, host, layout.manifest)
+    _commit(root, staged, removals, new_manifest, host, secrets, layout.manifest)
     result.written = result.written or bool(changes)  # systemd reloads for files, not this
     return result
 
@@ -317,7 +323,7 @@ def recover(root: Path, manifest: PurePosixPath = MANIFEST) -> None:
         journal = {"state": "staging", "temps": []}  # torn write: nothing was committed yet
     if journal.get("state") == "committing":
         _commit(root, journal["renames"], journal["removals"], journal["manifest"],
-                journal.get("host", ""), manifest, recovering=True)
+                journal.get("host", ""), journal.get("secrets", []), manifest, recovering=True)
         return
     for tmp in journal.get("temps", []):
         Path(tmp).unlink(missing_ok=True)
@@ -325,8 +331,8 @@ def recover(root: Path, manifest: PurePosixPath = MANIFEST) -> None:
 
 
 def _commit(root: Path, renames: list[tuple[str, str]] | list[list[str]], removals: list[str],
-            manifest: dict[str, str], host: str, manifest_path: PurePosixPath, *,
-            recovering: bool = False) -> None:
+            manifest: dict[str, str], host: str, secrets: list[str],
+            manifest_path: PurePosixPath, *, recovering: bool = False) -> None:
     dirs: set[str] = set()
     for tmp, final in renames:
         try:
@@ -345,10 +351,15 @@ def _commit(root: Path, renames: list[tuple[str, str]] | list[list[str]], remova
         _prune_empty(p.parent, root, _on_disk(root, manifest_path.parent / "config"))
         dirs.add(str(p.parent))
     _write_json(_on_disk(root, manifest_path),
-                {"version": 1, "host": host, "files": dict(sorted(manifest.items()))})
+                {"version": 1, "host": host, "files": dict(sorted(manifest.items())),
+                 "secrets": secrets})
     # renames, removals and manifest durable before the journal that would redo them goes
     _sync([str(_on_disk(root, manifest_path.parent)), *sorted(dirs)])
     _on_disk(root, _journal_of(manifest_path)).unlink(missing_ok=True)
+
+
+def _secrets(files: tuple[PlannedFile, ...]) -> frozenset[str]:
+    return frozenset(str(f.path) for f in files if f.secret)
 
 
 def _tmp_name(path: str) -> str:

@@ -147,6 +147,7 @@ class PlannedFile:
     source: str = ""  # the definition that produced it
     # The containers that read it: a change reaches a running one only when it restarts.
     services: tuple[str, ...] = ()
+    secret: bool = False  # rendered with secret(): never shown (--diff), never hashed
 
     @property
     def digest(self) -> str:
@@ -160,7 +161,6 @@ class HostPlan:
     files: tuple[PlannedFile, ...]  # sorted by path
     graph: HostGraph
     warnings: tuple[Problem, ...] = ()
-    secrets: frozenset[str] = frozenset()  # the values secret() gave: never to be shown
 
 
 def host_of(dep: Deployment, name: str, given_by: str = "--host") -> Host:
@@ -220,8 +220,7 @@ def plan_host(dep: Deployment, host_name: str, given_by: str = "--host",
                              services=init_users))
     files.append(PlannedFile(_pyc_path(layout), _init_bytecode(), 0o644, source="osunits",
                              services=init_users))
-    return HostPlan(host.name, tuple(sorted(files, key=lambda f: f.path)), graph, warnings,
-                    frozenset(renderer.secrets))
+    return HostPlan(host.name, tuple(sorted(files, key=lambda f: f.path)), graph, warnings)
 
 
 def _rel(dep: Deployment, path: Path) -> str:
@@ -336,12 +335,6 @@ def check_configs(dep: Deployment, hosts: Iterable[Host]) -> list[Problem]:
     return list(problems)
 
 
-def _without(text: str, secrets: set[str]) -> str:
-    for value in secrets:
-        text = text.replace(value, "")
-    return text
-
-
 def _plan_service(dep: Deployment, host: Host, svc: Service, renderer: ConfigRenderer,
                   layout: Layout, addresses: dict[str, str],
                   gates: dict[str, CrossHostEdge], *, overridden: bool) -> list[PlannedFile]:
@@ -357,13 +350,16 @@ def _plan_service(dep: Deployment, host: Host, svc: Service, renderer: ConfigRen
         host_path = layout.config / svc.name / cf.path.relative_to("/")
         # On the host only root reads it; in the container the init installs a copy
         # owned by the service's group (docs/readiness.md), a booted one gets a bind.
+        secret = renderer.used_secret
         files.append(PlannedFile(host_path, text.encode(), 0o600, source=source,
-                                 services=(svc.name,)))
+                                 services=(svc.name,), secret=secret))
         if svc.boot:
             binds_ro.append((str(host_path), str(cf.path)))
-        # the drop-in is world-readable: its hash must not allow guessing a secret offline
+        # The drop-in is world-readable: a file holding a secret, in whatever form the
+        # template put it, must not be guessable from its hash; its change still asks
+        # for a restart (PlannedFile.services).
         digest.update(f"{cf.path}\0{cf.mode:o}\0".encode()
-                      + _without(text, renderer.secrets).encode() + b"\0")
+                      + (b"(holds secrets)" if secret else text.encode()) + b"\0")
     binds_ro.append((str(hosts_path(layout, svc.network is NetworkMode.PRIVATE)), "/etc/hosts"))
     binds = [(str(st.host_path(svc.name)), str(st.path)) for st in svc.state]
     state_dirs = sorted({b[0] for b in binds})

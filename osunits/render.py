@@ -144,6 +144,7 @@ class _Sandbox(jinja2.sandbox.ImmutableSandboxedEnvironment):
 
 
 _SECRET_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$")
+_SECRET_MAX = 4096
 
 
 class ConfigRenderer:
@@ -156,6 +157,7 @@ class ConfigRenderer:
         self.dir = templates_dir
         self.secrets_dir = secrets_dir
         self.secrets: set[str] = set()
+        self.used_secret = False  # by the last render: its text holds a secret, in some form
         self.env = _Sandbox(
             loader=jinja2.FileSystemLoader(str(templates_dir)),
             bytecode_cache=_bytecode_cache(),
@@ -166,14 +168,20 @@ class ConfigRenderer:
         )
         self.env.globals["secret"] = self._secret
 
+    def _masked(self, text: str) -> str:
+        """``text`` (an error) without any secret's value: an error may quote one."""
+        for value in sorted(self.secrets, key=len, reverse=True):
+            text = text.replace(value, "********")
+        return text
+
     def _secret(self, name: str) -> str:
         if not isinstance(name, str) or not _SECRET_NAME.match(name):
             raise ValueError(f"secret({name!r}): not a secret name (letters, digits, '_.-')")
         if self.secrets_dir is None:
             raise ValueError(f"secret({name!r}): this deployment has no secrets directory")
         path = self.secrets_dir / name
-        try:
-            fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
+        try:  # O_NONBLOCK: a fifo must not hang the run (it is refused below)
+            fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC | os.O_NONBLOCK)
         except OSError as e:
             raise ValueError(f"secret({name!r}): {path}: {e.strerror}") from None
         try:
@@ -181,16 +189,19 @@ class ConfigRenderer:
             if not stat.S_ISREG(st.st_mode) or st.st_mode & 0o077 or st.st_uid != os.geteuid():
                 raise ValueError(f"secret({name!r}): {path} must be a file of yours that "
                                  "no one else can read (chmod 600)")
-            data = os.read(fd, 1 << 16)
+            data = os.read(fd, _SECRET_MAX + 1)
         finally:
             os.close(fd)
-        value = data.decode("utf-8", "replace").rstrip("\n")
-        if not value or "\n" in value:
-            raise ValueError(f"secret({name!r}): {path} must hold one non-empty line")
+        value = data.decode("utf-8", "replace").rstrip("\r\n")
+        if not value or "\n" in value or "\r" in value or len(data) > _SECRET_MAX:
+            raise ValueError(f"secret({name!r}): {path} must hold one non-empty line "
+                             f"(at most {_SECRET_MAX} bytes)")
         self.secrets.add(value)
+        self.used_secret = True
         return value
 
     def render(self, name: str, context: Mapping[str, Any], where: Location | None) -> str:
+        self.used_secret = False
         try:
             return self.env.get_template(name).render(**context)
         except jinja2.TemplateNotFound as e:
@@ -198,8 +209,9 @@ class ConfigRenderer:
 
             close = difflib.get_close_matches(str(e.name), self.env.list_templates(), n=1)
             raise DeploymentError([Problem(
-                "T001", f"config template {e.name!r} not found in {self.dir}", where,
-                "config.template", f"did you mean {close[0]!r}?" if close else "")]) from None
+                "T001", self._masked(f"config template {e.name!r} not found in {self.dir}"),
+                where, "config.template",
+                f"did you mean {close[0]!r}?" if close else "")]) from None
         except jinja2.TemplateSyntaxError as e:
             raise DeploymentError([Problem(
                 "T002", f"template syntax error: {e.message}",
@@ -210,8 +222,7 @@ class ConfigRenderer:
             what = str(e) if isinstance(e, (jinja2.TemplateError, SecurityError, TypeError,
                                             ValueError)) else (
                 f"{type(e).__name__}: {e}")
-            for value in self.secrets:  # an error may quote a value: never a secret
-                what = what.replace(value, "********")
+            what = self._masked(what)
             raise DeploymentError([Problem(
                 "T003", f"cannot render {name}: {what}",
                 Location(str(self.dir / name), line) if line else where, "config.template",

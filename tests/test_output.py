@@ -386,28 +386,32 @@ def test_diff_names_a_file_holding_a_secret_but_never_shows_it(
     dep = tmp_path / "dep"
     shutil.copytree(EXAMPLE, dep)
     tmpl = dep / "templates/glance/glance-api.conf.j2"
-    tmpl.write_text(tmpl.read_text() + "[secrets]\ndb = {{ secret('glance-db') }}\n")
+    tmpl.write_text(tmpl.read_text() + "[secrets]\ndb = {{ secret('glance-db') | urlencode }}\n")
     monkeypatch.setenv("OSUNITS_SECRETS_DIR", str(tmp_path / "vault"))
     (tmp_path / "vault").mkdir(mode=0o700)
     pw = tmp_path / "vault/glance-db"
-    pw.write_text("first-PASSWORD\n")
+    pw.write_text("first-PASS@WORD\n")
     pw.chmod(0o600)
     r = CliRunner()
     gen = ["generate", "-H", "ctl01", "-d", str(dep), "--root", str(tmp_path / "root")]
     assert r.invoke(app, gen).exit_code == 0
-    pw.write_text("second-PASSWORD\n")
+    pw.write_text("second-PASS@WORD\n")
     res = r.invoke(app, [*gen, "--diff"])
     assert res.exit_code == 1
     assert "glance-api.conf\n(holds secrets: not shown)" in res.output
-    assert "PASSWORD" not in res.output
+    assert "PASS" not in res.output  # neither the old value nor the new, raw or encoded
     config = tmp_path / "root/var/lib/osunits/config/glance-api/etc/glance/glance-api.conf"
-    assert "db = first-PASSWORD" in config.read_text()
+    assert "db = first-PASS%40WORD" in config.read_text()
+    # the world-readable drop-in's config hash does not change with the secret
+    dropin = "etc/systemd/system/systemd-nspawn@glance-api.service.d/50-osunits.conf"
+    assert dropin not in res.output
+    # a template that stops using secret(): its old lines held one, so still not shown
+    tmpl.write_text(tmpl.read_text().replace("{{ secret('glance-db') | urlencode }}", "none"))
+    res = r.invoke(app, [*gen, "--diff"])
+    assert "(holds secrets: not shown)" in res.output and "PASS" not in res.output
     assert config.stat().st_mode & 0o777 == 0o600
     # the manifest holds the file's digest: root's alone, as the file is
     assert (tmp_path / "root" / str(MANIFEST).lstrip("/")).stat().st_mode & 0o777 == 0o600
-    # and the world-readable drop-in's config hash does not change with the secret
-    dropin = "etc/systemd/system/systemd-nspawn@glance-api.service.d/50-osunits.conf"
-    assert dropin not in res.output
 
 
 def test_decommission_removes_what_osunits_wrote_and_nothing_else(tmp_path: Path) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import pytest
@@ -101,6 +102,15 @@ def test_secrets_come_from_their_own_files(tmp_path: Path) -> None:
         "{{ secret('open') }}": "no one else can read (chmod 600)",
         "{{ secret('two') }}": "must hold one non-empty line",
     }
+    os.mkfifo(secrets / "fifo", 0o600)  # must not hang the run
+    (secrets / "big").write_text("a" * 5000 + "\n")
+    (secrets / "big").chmod(0o600)
+    cases["{{ secret('fifo') }}"] = "no one else can read"
+    cases["{{ secret('big') }}"] = "at most 4096 bytes"
+    (secrets / "crlf").write_text("pw\r\n")
+    (secrets / "crlf").chmod(0o600)
+    (tmp_path / "crlf.j2").write_text("[{{ secret('crlf') }}]")
+    assert ConfigRenderer(tmp_path, secrets).render("crlf.j2", {}, None) == "[pw]"
     (secrets / "open").write_text("x\n")
     (secrets / "open").chmod(0o644)
     (secrets / "two").write_text("a\nb\n")

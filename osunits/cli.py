@@ -226,29 +226,37 @@ def decommission(
                                           "remove nothing; exit 1 if anything would be")] = False,
 ) -> None:
     """Remove every file osunits wrote for this host (a host leaving the inventory)."""
-    from osunits.output import load_manifest, write_files
-    from osunits.systemd.units import TARGET
+    from osunits.output import MANIFEST, write_files
+    from osunits.plan import INSTALLED
+    from osunits.systemd.units import TARGET, unit_of
 
+    manifest = root / str(MANIFEST).lstrip("/")
+    if os.path.isdir(root) and not os.path.lexists(manifest) and not os.path.lexists(
+            manifest.with_name("manifest.journal")):
+        print(f"osunits: nothing of osunits' under {root}", file=sys.stderr)
+        return
     live = root.resolve() == Path("/") and os.path.isdir("/run/systemd/system")
-    if live and not dry_run and _succeeds("systemctl", "is-active", "--quiet", TARGET):
-        print(f"osunits: {TARGET} is active: stop the services first (osunits stop); "
-              "nothing was removed", file=sys.stderr)
-        raise typer.Exit(2)
-    try:
-        manifest = load_manifest(root, dry_run=dry_run)
-        if not manifest.files:
-            print(f"osunits: nothing of osunits' under {root}", file=sys.stderr)
-            return
-        host = manifest.host
-        result = write_files(root, (), host=host, dry_run=dry_run)
+    if live and not dry_run:
+        # any of its containers, not only the target: `osunits start keystone` starts one
+        machines = sorted(p.stem for p in Path(str(INSTALLED.nspawn)).glob("*.nspawn"))
+        if _succeeds("systemctl", "is-active", "--quiet", TARGET,
+                     *(unit_of(m) for m in machines)):
+            print("osunits: services of this host are running: stop them first "
+                  "(osunits stop); nothing was removed", file=sys.stderr)
+            raise typer.Exit(2)
+    try:  # the writer takes the lock before it completes or undoes an interrupted run
+        result = write_files(root, (), dry_run=dry_run)
     except OsunitsError as e:
         raise _fail(e) from None
     if result.written and live:
         _daemon_reload(None)
+    if not result.changes:
+        print(f"osunits: nothing of osunits' under {root}", file=sys.stderr)
+        return
     for c in result.changes:
         print(f"- {c.path}" if dry_run else f"{c.change:6} {c.path}")
-    print(f"{host or 'this root'}: {len(result.changes)} files "
-          + ("would be removed" if dry_run else "removed"), file=sys.stderr)
+    print(f"{len(result.changes)} files " + ("would be removed" if dry_run else "removed"),
+          file=sys.stderr)
     if dry_run and result.changed:
         raise typer.Exit(1)
 

@@ -435,13 +435,17 @@ def test_decommission_removes_what_osunits_wrote_and_nothing_else(tmp_path: Path
     assert snapshot(root) == before
     res = r.invoke(app, ["decommission", "--root", str(root)])
     assert res.exit_code == 0, res.output
-    assert f"net01: {len(owned) - 1} files removed" in res.output
+    assert f"{len(owned) - 1} files removed" in res.output
     assert not any((root / p.lstrip("/")).exists() or (root / p.lstrip("/")).is_symlink()
                    for p in owned)
     assert theirs.read_text() == "[Service]\nExecStart=/bin/true\n"
     assert load_manifest(root).files == {}
     res = r.invoke(app, ["decommission", "--root", str(root)])
     assert res.exit_code == 0 and "nothing of osunits'" in res.output
+    afile = tmp_path / "afile"
+    afile.write_text("x")
+    res = r.invoke(app, ["decommission", "--root", str(afile)])
+    assert res.exit_code == 2 and "not a directory" in res.output
     assert r.invoke(app, ["generate", "-H", "cmp01", "-d", str(EXAMPLE), "--root",
                           str(root)]).exit_code == 0  # the root is free for any host now
 

@@ -130,8 +130,10 @@ def _say_what_running_services_need(plan: "HostPlan", result: "Result") -> None:
     from osunits.systemd.units import unit_of
 
     by_path = {f.path: f for f in plan.files}
+    new = {c.path.stem for c in result.changes
+           if c.change is Change.ADD and c.path.parent == INSTALLED.nspawn}  # not running yet
     restart = sorted({s for c in result.changes if c.change is Change.UPDATE
-                      for s in by_path[c.path].services})
+                      for s in by_path[c.path].services} - new)
     gone = sorted(c.path.stem for c in result.changes
                   if c.change is Change.REMOVE and c.path.parent == INSTALLED.nspawn)
     if restart:

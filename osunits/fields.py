@@ -30,6 +30,7 @@ from osunits.model import (
     StateDir,
 )
 from osunits.systemd import escape
+from osunits.systemd.units import TARGET, UNIT_PREFIX, service_of
 
 E = TypeVar("E")
 T = TypeVar("T")
@@ -249,10 +250,14 @@ def parse_dependency(v: Value) -> str:
     """A service of the deployment, or a unit of the host (``libvirtd.service``)."""
     s = parse_str(v, allow_empty=False)
     if "." in s:
-        if not HOST_UNIT_RE.match(s) or len(s) > 255:
+        if not HOST_UNIT_RE.match(s) or len(s) > 255 or "@." in s:
             raise Invalid(f"{s!r} is neither a service name nor a unit name",
                           hint="a host unit ends in .service, .socket, .target, .mount, .path "
-                          "or .timer")
+                          "or .timer (a template unit needs its instance)")
+        if s.startswith((UNIT_PREFIX, "osunits-")) or s == TARGET:
+            raise Invalid(f"{s!r} is a unit osunits makes, not one of the host's",
+                          hint=f"name the service: {service_of(s)}" if s.startswith(UNIT_PREFIX)
+                          else "depend on the services themselves")
         return s
     return parse_name(v)
 
@@ -487,7 +492,7 @@ def parse_readiness(v: Value) -> Readiness:
         elif not parse_bool(val):
             raise Invalid(f"{kinds[0]}: write `{kinds[0]}: true`")
     except Invalid as e:
-        raise Invalid(str(e), e.loc or val.loc, e.hint) from e
+        raise Invalid(str(e), e.loc or val.loc, e.hint, e.more) from e
     return Readiness(kind, target, timeout)
 
 

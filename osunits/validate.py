@@ -370,6 +370,9 @@ def _load_hosts(top: Mapping, roles: dict[str, _Role], names: set[str],
         if (err := fields.name_error(hname, "host name")) is not None:
             problems.append(Problem("E103", err, kloc, "hosts", fields.NAME_HINT))
             continue
+        if hname in names:  # both are in every hosts file: the name would mean two addresses
+            problems.append(Problem("E123", f"host {hname!r} has the name of a service",
+                                    kloc, "hosts", hint="rename the host or the service"))
         if not isinstance(hv, Mapping):
             problems.append(Problem("E106", "expected a mapping", hv.loc, f"hosts.{hname}"))
             continue

@@ -56,7 +56,7 @@ def test_bad_input(case: str, tmp_path: Path, previous_root: Path) -> None:
     root = tmp_path / "root"
     shutil.copytree(previous_root, root, symlinks=True)
     before = snapshot(root)
-    host = "h2" if case == "unknown-host" else "h1"
+    host = {"unknown-host": "h2", "host-named-like-service": "a"}.get(case, "h1")
     res = CliRunner().invoke(app, ["generate", "-H", host, "-d", str(dep), "--root", str(root)])
     assert res.exit_code == 2, res.output
     out = res.output.replace(str(tmp_path) + "/" + case + "/", "")

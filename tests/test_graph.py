@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import re
 from pathlib import Path
 
 import pytest
@@ -52,6 +53,11 @@ def test_a_host_unit_is_a_dependency_systemd_orders_on(tmp_path: Path) -> None:
     assert not any("." in e.dependency.name for e in plan.graph.cross_host)
     assert not [p for p in plan.warnings if p.code == "C002"]
     bad = dep_dir / "services/nova-compute.yaml"
-    bad.write_text(bad.read_text().replace("virtqemud.service", "virtqemud.sevrice"))
-    with pytest.raises(DeploymentError, match="'virtqemud.sevrice' is neither a service name nor"):
-        load_deployment(dep_dir)
+    text = bad.read_text()
+    for unit, said in (("virtqemud.sevrice", "is neither a service name nor a unit name"),
+                       ("getty@.service", "is neither a service name nor a unit name"),
+                       ("systemd-nspawn@mariadb.service", "is a unit osunits makes"),
+                       ("openstack.target", "is a unit osunits makes")):
+        bad.write_text(text.replace("virtqemud.service", unit))
+        with pytest.raises(DeploymentError, match=f"'{re.escape(unit)}' {said}"):
+            load_deployment(dep_dir)

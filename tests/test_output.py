@@ -377,6 +377,10 @@ def test_generate_says_which_running_services_need_a_restart_or_a_stop(
             "systemctl stop systemd-nspawn@horizon.service") in res.output
     res = r.invoke(app, gen)
     assert res.exit_code == 0 and "note: " not in res.output.replace("note: openstack", "")
+    y.write_text(y.read_text().replace("neutron-server]", "neutron-server, horizon]"))
+    res = r.invoke(app, gen)  # horizon is back: not running yet, nothing to restart
+    restart = next(ln for ln in res.output.splitlines() if "osunits restart" in ln)
+    assert "keystone" in restart.split() and "horizon" not in restart.split()
 
 
 def test_diff_names_a_file_holding_a_secret_but_never_shows_it(

@@ -43,7 +43,10 @@ def run(unit_dir: Path, dep_dir: Path, root: Path = Path("/")) -> int:
         sys.stderr.write("osunits-generator: the deployment has errors; no services generated\n"
                          + text)
         errors_file.parent.mkdir(parents=True, exist_ok=True)
-        errors_file.write_text(text)
+        errors_file.unlink(missing_ok=True)
+        fd = os.open(errors_file, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600)
+        with os.fdopen(fd, "w") as f:  # root's alone, as the deployment's errors are
+            f.write(text)
         _write_failure_units(root / str(unit_dir).lstrip("/"))
         return 0  # the failure is reported by units; a failing generator would only log
     errors_file.unlink(missing_ok=True)

@@ -120,7 +120,7 @@ def test_check_deps_checks_the_deployments_own_rootfs_specs(tmp_path: Path) -> N
     (dep / "rootfs_specs/my-api.yaml").write_text("base: keystnoe\npackages: [python3-x]\n")
     res = CliRunner().invoke(app, ["check-deps", "-d", str(dep)])
     assert res.exit_code == 1
-    assert f"{dep}/rootfs_specs/my-api.yaml: error[R010]: base: unknown base spec 'keystnoe'" \
+    assert f"{dep}/rootfs_specs/my-api.yaml:1: error[R010]: base: unknown base spec 'keystnoe'" \
         in res.output
     assert "did you mean 'keystone'?" in res.output
     assert "error[R" not in res.output.replace("R010", "")  # the bundled specs are fine

@@ -125,7 +125,7 @@ BAD_SPECS = [
     ("base: {suite: bookworm}\npackages: [python3]\n",
      r"x\.yaml: error\[R012\]: packages: the image would lack iproute2\n  hint: every image"),
     ("base: bookworm-minbse\n",
-     r"x\.yaml: error\[R010\]: base: unknown base spec 'bookworm-minbse'\n"
+     r"x\.yaml:1: error\[R010\]: base: unknown base spec 'bookworm-minbse'\n"
      r"  hint: did you mean 'bookworm-minbase'\?"),
     ("base: {suite: bookworm\n", r"x\.yaml:2: error\[E005\]: invalid YAML"),
 ]

@@ -70,6 +70,7 @@ class Spec:
     run: tuple[tuple[str, ...], ...] = ()
     description: str = ""
     source: Location = Location("")
+    base_loc: Location | None = None  # where `base:` is written, for errors about it
 
     def content(self) -> dict[str, Any]:
         """What goes into the image: everything but the name, description and source."""
@@ -154,7 +155,8 @@ def parse_spec(name: str, doc: Mapping, problems: list[Problem]) -> Spec | None:
     if len(problems) > n or base is None:
         return None
     return Spec(name=name, base=base, packages=packages, files=files, run=run,
-                description=description or "", source=Location(doc.source or doc.loc.path))
+                description=description or "", source=Location(doc.source or doc.loc.path),
+                base_loc=doc.key_loc("base") if "base" in doc.entries else None)
 
 
 def _problem(problems: list[Problem], message: str, v: Value | Location, key: str,
@@ -327,7 +329,8 @@ def check_specs(specs: AbcMapping[str, Spec]) -> list[Problem]:
     for spec in specs.values():
         if isinstance(spec.base, str) and spec.base not in specs:
             close = difflib.get_close_matches(spec.base, list(specs), n=1)
-            problems.append(Problem("R010", f"unknown base spec {spec.base!r}", spec.source,
+            problems.append(Problem("R010", f"unknown base spec {spec.base!r}",
+                                    spec.base_loc or spec.source,
                                     key="base", hint=f"did you mean {close[0]!r}?" if close
                                     else "add rootfs_specs/" + spec.base + SPEC_SUFFIX))
     try:
@@ -335,7 +338,8 @@ def check_specs(specs: AbcMapping[str, Spec]) -> list[Problem]:
     except graphlib.CycleError as e:
         cycle = list(e.args[1])
         problems.append(Problem("R011", "base specs form a cycle: " + " => ".join(cycle),
-                                specs[cycle[0]].source, key="base"))
+                                specs[cycle[0]].base_loc or specs[cycle[0]].source,
+                                key="base"))
         return problems
     if problems:
         return problems

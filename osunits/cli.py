@@ -177,15 +177,11 @@ def check_deps(
     """Validate the deployment; print start order, critical path and problems."""
     from osunits import report
     from osunits.deployment import load_deployment
-    from osunits.graph import check_deployment
+    from osunits.graph import check_deployment, host_of
 
     try:
         dep = load_deployment(deployment_dir(deployment))
-        if host is not None and dep.host(host) is None:
-            from osunits.errors import unknown_name
-            raise DeploymentError([unknown_name("host", host, [h.name for h in dep.hosts],
-                                                 None, "--host")])
-        rep = check_deployment(dep, [host] if host else None)
+        rep = check_deployment(dep, None if host is None else [host_of(dep, host).name])
         if render:
             from osunits.plan import check_configs
 
@@ -441,7 +437,7 @@ def try_(
     # a closed pipe then raises through it instead of killing the process (main's SIG_DFL).
     signal.signal(signal.SIGPIPE, signal.SIG_IGN)
     from osunits.deployment import load_deployment
-    from osunits.plan import host_of
+    from osunits.graph import host_of
     from osunits.rehearse import env_images_root, rehearse
 
     try:

@@ -12,7 +12,7 @@ from dataclasses import dataclass, field, replace
 from ipaddress import IPv4Address
 
 from osunits.deployment import SPECS_DIR, spec_names
-from osunits.errors import Location, Problem, Severity, unknown_name
+from osunits.errors import DeploymentError, Location, Problem, Severity, unknown_name
 from osunits.model import (
     Dependency,
     DependencyKind,
@@ -270,6 +270,15 @@ def _edge(dep: Deployment, a: str, b: str) -> tuple[Location | None, str]:
                 if d.name == b:
                     return _dep_loc(s, d), f"{a} {d.kind} {b}"
     return None, f"{a} => {b}"  # pragma: no cover - cycles are found from these edges
+
+
+def host_of(dep: Deployment, name: str, given_by: str = "--host") -> Host:
+    """The inventory's host ``name``; an unknown one is an error naming ``given_by``."""
+    host = dep.host(name)
+    if host is None:
+        raise DeploymentError([unknown_name("host", name, [h.name for h in dep.hosts],
+                                             None, given_by)])
+    return host
 
 
 def empty_host(h: Host, severity: Severity) -> Problem:

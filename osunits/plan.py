@@ -27,13 +27,14 @@ from typing import Any
 
 from osunits import cache
 from osunits.deployment import DEPLOYMENT_FILE, TEMPLATES_DIR, secrets_dir
-from osunits.errors import DeploymentError, Problem, Severity, unknown_name
+from osunits.errors import DeploymentError, Problem, Severity
 from osunits.graph import (
     READY_PORT,
     CrossHostEdge,
     HostGraph,
     check_deployment,
     empty_host,
+    host_of,
     ready_endpoint_services,
 )
 from osunits.model import CONTAINER_OWN, DependencyKind, Deployment, Host, NetworkMode, Service
@@ -161,15 +162,6 @@ class HostPlan:
     files: tuple[PlannedFile, ...]  # sorted by path
     graph: HostGraph
     warnings: tuple[Problem, ...] = ()
-
-
-def host_of(dep: Deployment, name: str, given_by: str = "--host") -> Host:
-    """The inventory's host ``name``; an unknown one is an error naming ``given_by``."""
-    host = dep.host(name)
-    if host is None:
-        raise DeploymentError([unknown_name("host", name, [h.name for h in dep.hosts],
-                                             None, given_by)])
-    return host
 
 
 def plan_host(dep: Deployment, host_name: str, given_by: str = "--host",

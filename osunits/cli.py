@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Annotated, Any
 import typer
 import typer.core
 
-from osunits.deployment import bundled_specs_dir, deployment_dir, this_host
+from osunits.deployment import deployment_dir, this_host
 from osunits.errors import DeploymentError, OsunitsError, Problem
 
 # typer before 0.21.1 escapes "[default: ...]" as rich markup ("\[default: /]") whenever rich
@@ -202,15 +202,15 @@ def check_deps(
 
 def _own_spec_problems(root: Path) -> list[Problem]:
     """The deployment's own rootfs specs are part of it: their errors (R0xx) too."""
-    from osunits.deployment import SPECS_DIR
+    from osunits.deployment import spec_dirs
 
-    own = root / SPECS_DIR
+    bundled, own = spec_dirs(root)
     if not own.is_dir():
         return []
     from osunits import rootfs
 
     try:
-        rootfs.load_specs(bundled_specs_dir(), own)
+        rootfs.load_specs(bundled, own)
     except DeploymentError as e:
         return [p for p in e.problems
                 if p.location is None or p.location.path.startswith(str(own))]
@@ -467,11 +467,11 @@ SpecsOpt = Annotated[Path | None, typer.Option("--specs", help="Spec directory [
 def _load_specs(specs: Path | None, deployment: Path | None) -> "dict[str, Spec]":
     """--specs alone, else the bundled specs and the deployment's own (the names C009 knows)."""
     from osunits import rootfs
-    from osunits.deployment import SPECS_DIR
+    from osunits.deployment import spec_dirs
 
     if specs is not None:
         return rootfs.load_specs(specs)
-    return rootfs.load_specs(bundled_specs_dir(), deployment_dir(deployment) / SPECS_DIR)
+    return rootfs.load_specs(*spec_dirs(deployment_dir(deployment)))
 RootOpt = Annotated[Path, typer.Option(help="Images live under ROOT/var/lib/osunits/rootfs")]
 CacheOpt = Annotated[Path | None, typer.Option(help="Layer cache [default: "
                                                "ROOT/var/cache/osunits/rootfs]")]

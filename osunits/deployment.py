@@ -50,11 +50,16 @@ def bundled_specs_dir() -> Path:
     return here / "rootfs_specs"
 
 
+def spec_dirs(root: Path) -> tuple[Path, Path]:
+    """Where the specs of the deployment in ``root`` come from: the bundled ones, then its
+    own ``rootfs_specs/`` (which may be absent), whose specs replace bundled namesakes."""
+    return bundled_specs_dir(), root / SPECS_DIR
+
+
 def spec_names(root: Path) -> set[str]:
-    """The rootfs spec names a service of the deployment in ``root`` may use: the bundled
-    specs and the deployment's own ``rootfs_specs/``."""
+    """The rootfs spec names a service of the deployment in ``root`` may use."""
     names: set[str] = set()
-    for d in (bundled_specs_dir(), root / SPECS_DIR):
+    for d in spec_dirs(root):
         with contextlib.suppress(OSError):  # no such directory: no names from it
             names.update(n[:-5] for n in os.listdir(d) if n.endswith(".yaml"))
     return names

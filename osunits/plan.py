@@ -406,9 +406,7 @@ def _plan_service(dep: Deployment, host: Host, svc: Service, renderer: ConfigRen
             bridge_unit=BRIDGE_UNIT, netns=netns_name(svc.name), veth=veth_name(svc.name),
             gateway=str(dep.network.gateway)).encode(), source=source, services=(svc.name,)))
         for p in svc.publish:
-            listen = f"{p.address}:{p.host_port}" if p.address else str(p.host_port)
-            if ":" in p.address:
-                listen = f"[{p.address}]:{p.host_port}"
+            listen = listen_address(p.address, p.host_port) if p.address else str(p.host_port)
             ctx = {"svc": svc.name, "host": host.name, "source": source, "target": TARGET,
                    "port": p.host_port}
             sockets.append(publish_unit(svc.name, p.host_port, "socket"))

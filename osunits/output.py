@@ -268,23 +268,24 @@ def _write_files(root: Path, files: tuple[PlannedFile, ...], host: str, dry_run:
     recovered = not dry_run and _on_disk(root, _journal_of(layout.manifest)).exists()
     changes, before = plan_changes(root, files, layout.manifest, host=host, dry_run=dry_run,
                                    adopt=adopt, inventory=inventory)
+    secrets = _secrets(files)
     result = Result(changes, written=recovered,  # a completed interrupted run needs a reload
-                    secret_paths=before.secrets | {str(f.path) for f in files if f.secret})
+                    secret_paths=before.secrets | secrets)
     manifest_path = _on_disk(root, layout.manifest)
     # Nothing to change, but an older manifest names no host yet: record it, or the
     # wrong-host check would never hold for this root.
     if dry_run or (not changes and manifest_path.exists() and before.host == host
-                   and before.secrets == _secrets(files)):
+                   and before.secrets == secrets):
         return result
     try:
-        return _write(root, files, changes, host, layout, result)
+        return _write(root, files, changes, host, sorted(secrets), layout, result)
     except OSError as e:
         raise OutputError(f"{e.filename or root}: {e.strerror}; the previous files are kept "
                           "(an interrupted write is completed or undone by the next run)") from e
 
 
 def _write(root: Path, files: tuple[PlannedFile, ...], changes: list[FileChange], host: str,
-           layout: Layout, result: Result) -> Result:
+           secrets: list[str], layout: Layout, result: Result) -> Result:
     by_path = {f.path: f for f in files}
     staged: list[tuple[str, str]] = []
     journal_path = _on_disk(root, _journal_of(layout.manifest))
@@ -303,7 +304,6 @@ def _write(root: Path, files: tuple[PlannedFile, ...], changes: list[FileChange]
     _sync([os.path.dirname(tmp) for tmp, _ in staged])
     removals = [_disk(rootstr, c.path) for c in changes if c.change is Change.REMOVE]
     new_manifest = {str(f.path): f.digest for f in files}
-    secrets = sorted(_secrets(files))
     _write_json(journal_path, {"state": "committing", "renames": staged, "removals": removals,
                                "manifest": new_manifest, "host": host, "secrets": secrets})
     _sync([str(journal_path.parent)])  # the commit record durable before the first rename

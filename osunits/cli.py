@@ -224,13 +224,12 @@ def decommission(
                                           "remove nothing; exit 1 if anything would be")] = False,
 ) -> None:
     """Remove every file osunits wrote for this host (a host leaving the inventory)."""
-    from osunits.output import MANIFEST, write_files
+    from osunits.output import JOURNAL, MANIFEST, write_files
     from osunits.plan import INSTALLED
     from osunits.systemd.units import TARGET, unit_of
 
-    manifest = root / str(MANIFEST).lstrip("/")
-    if os.path.isdir(root) and not os.path.lexists(manifest) and not os.path.lexists(
-            manifest.with_name("manifest.journal")):
+    if os.path.isdir(root) and not any(os.path.lexists(root / str(p).lstrip("/"))
+                                       for p in (MANIFEST, JOURNAL)):
         print(f"osunits: nothing of osunits' under {root}", file=sys.stderr)
         return
     live = root.resolve() == Path("/") and os.path.isdir("/run/systemd/system")

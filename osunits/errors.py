@@ -7,6 +7,7 @@ raises once; only the CLI prints and exits.
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass
 from enum import StrEnum
 from typing import NamedTuple
@@ -82,14 +83,20 @@ def _problem_order(p: Problem) -> tuple[Location, str, str]:
     return (p.location or Location(""), p.code, p.message)
 
 
+def closest(name: str, known: Iterable[str]) -> str | None:
+    """The known name most like ``name``, for a "did you mean" hint; None if none is."""
+    import difflib  # only on errors: not worth its import time on every run
+
+    close = difflib.get_close_matches(name, list(known), n=1)
+    return close[0] if close else None
+
+
 def unknown_name(what: str, name: str, known: list[str], loc: Location | None,
                  key: str, *, code: str = "E120", where: str = "",
                  severity: Severity = Severity.ERROR) -> Problem:
     """E120 (or ``code``): a name that is not defined, with the closest known one as a hint."""
-    import difflib  # only on errors
-
-    close = difflib.get_close_matches(name, known, n=1)
-    hint = (f"did you mean {close[0]!r}?" if close
+    close = closest(name, known)
+    hint = (f"did you mean {close!r}?" if close
             else f"known: {', '.join(sorted(known))}" if 0 < len(known) <= 12 else "")
     return Problem(code, f"unknown {what} {name!r}" + (f" {where}" if where else ""), loc,
                    key, hint, severity)

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from pathlib import PurePosixPath
 from typing import Any, TypeVar
 
-from osunits.errors import Location, Problem
+from osunits.errors import Location, Problem, closest
 from osunits.load import Mapping, Scalar, Sequence, Value
 from osunits.model import (
     Bind,
@@ -292,10 +292,9 @@ def mapping_of(v: Value) -> Mapping:
 
 def unknown_key_hint(k: str, known: Iterable[str]) -> str:
     """A "did you mean ...?" for a typo, else the list of what is known."""
-    import difflib  # only on errors: not worth its import time on every run
-
-    close = difflib.get_close_matches(k, list(known), n=1)
-    return f"did you mean {close[0]!r}?" if close else f"known keys: {', '.join(sorted(known))}"
+    known = list(known)
+    close = closest(k, known)
+    return f"did you mean {close!r}?" if close else f"known keys: {', '.join(sorted(known))}"
 
 
 def check_keys(m: Mapping, known: dict[str, Any], where: str) -> list[Problem]:
@@ -440,11 +439,9 @@ def parse_capability(v: Value) -> str:
     s = parse_str(v, allow_empty=False).upper()
     cap = s if s.startswith("CAP_") else f"CAP_{s}"
     if cap not in CAPABILITIES:
-        import difflib  # only on errors
-
-        close = difflib.get_close_matches(cap, sorted(CAPABILITIES), n=1)
+        close = closest(cap, sorted(CAPABILITIES))
         raise Invalid(f"{s!r} is not a capability (capabilities(7))",
-                      hint=f"did you mean {close[0]}?" if close else "")
+                      hint=f"did you mean {close}?" if close else "")
     return cap
 
 

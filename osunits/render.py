@@ -21,7 +21,7 @@ import jinja2.sandbox
 from jinja2.exceptions import SecurityError
 
 from osunits import cache
-from osunits.errors import DeploymentError, Location, Problem
+from osunits.errors import DeploymentError, Location, Problem, closest
 from osunits.systemd import escape
 
 UNIT_TEMPLATES = Path(__file__).parent / "unit_templates"
@@ -205,13 +205,10 @@ class ConfigRenderer:
         try:
             return self.env.get_template(name).render(**context)
         except jinja2.TemplateNotFound as e:
-            import difflib  # only on errors
-
-            close = difflib.get_close_matches(str(e.name), self.env.list_templates(), n=1)
+            close = closest(str(e.name), self.env.list_templates())
             raise DeploymentError([Problem(
                 "T001", self._masked(f"config template {e.name!r} not found in {self.dir}"),
-                where, "config.template",
-                f"did you mean {close[0]!r}?" if close else "")]) from None
+                where, "config.template", f"did you mean {close!r}?" if close else "")]) from None
         except jinja2.TemplateSyntaxError as e:
             raise DeploymentError([Problem(
                 "T002", f"template syntax error: {e.message}",

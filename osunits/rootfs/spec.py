@@ -9,7 +9,6 @@ an invalid spec.
 
 from __future__ import annotations
 
-import difflib
 import graphlib
 import hashlib
 import json
@@ -20,7 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 from typing import Any
 
-from osunits.errors import DeploymentError, Location, Problem
+from osunits.errors import DeploymentError, Location, Problem, closest
 from osunits.load import Mapping, Scalar, Sequence, Value, load_yaml
 
 SPEC_SUFFIX = ".yaml"
@@ -143,8 +142,8 @@ def parse_spec(name: str, doc: Mapping, problems: list[Problem]) -> Spec | None:
     n = len(problems)
     for key in doc.entries:
         if key not in SPEC_KEYS:
-            close = difflib.get_close_matches(key, list(SPEC_KEYS), n=1)
-            hint = f"did you mean {close[0]!r}?" if close else f"known keys: {', '.join(SPEC_KEYS)}"
+            close = closest(key, SPEC_KEYS)
+            hint = f"did you mean {close!r}?" if close else f"known keys: {', '.join(SPEC_KEYS)}"
             problems.append(Problem("R002", "unknown key in rootfs spec", doc.key_loc(key),
                                     key=key, hint=hint))
     description = _str(doc.get("description"), "description", problems, required=False)
@@ -195,9 +194,9 @@ def _base(doc: Mapping, problems: list[Problem]) -> str | Debootstrap | None:
         return None
     for key in v.entries:
         if key not in BASE_KEYS:
-            close = difflib.get_close_matches(key, BASE_KEYS, n=1)
+            close = closest(key, BASE_KEYS)
             _problem(problems, "unknown key in base", v.key_loc(key), f"base.{key}",
-                     hint=f"did you mean {close[0]!r}?" if close else
+                     hint=f"did you mean {close!r}?" if close else
                      f"known keys: {', '.join(BASE_KEYS)}", code="R002")
     suite = _str(v.get("suite"), "base.suite", problems)
     if suite is None and v.get("suite") is None:
@@ -328,10 +327,10 @@ def check_specs(specs: AbcMapping[str, Spec]) -> list[Problem]:
     problems: list[Problem] = []
     for spec in specs.values():
         if isinstance(spec.base, str) and spec.base not in specs:
-            close = difflib.get_close_matches(spec.base, list(specs), n=1)
+            close = closest(spec.base, specs)
             problems.append(Problem("R010", f"unknown base spec {spec.base!r}",
                                     spec.base_loc or spec.source,
-                                    key="base", hint=f"did you mean {close[0]!r}?" if close
+                                    key="base", hint=f"did you mean {close!r}?" if close
                                     else "add rootfs_specs/" + spec.base + SPEC_SUFFIX))
     try:
         build_order(specs, specs)

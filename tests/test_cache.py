@@ -196,13 +196,20 @@ def test_an_edited_service_gets_its_overrides_again(dep: Path, loads: list[str],
     assert agent is not None and ("NEUTRON_NODE_KIND", "compute") in agent.environment
 
 
-def test_edited_defaults_rebuild_everything(dep: Path, loads: list[str]) -> None:
+@pytest.mark.parametrize(("old", "new", "restart_sec"), [
+    ("restart_sec: 5s", "restart_sec: 7s", 7),  # an edited value
+    # the same values, one line lower: locations that point into the defaults have moved
+    ("defaults:", "# a comment\ndefaults:", 5),
+], ids=["edited", "moved"])
+def test_changed_defaults_rebuild_everything(dep: Path, loads: list[str], old: str, new: str,
+                                             restart_sec: int) -> None:
     load_deployment(dep)
     loads.clear()
-    _edit(dep / "deployment.yaml", "restart_sec: 5s", "restart_sec: 7s")
-    model = load_deployment(dep)
+    _edit(dep / "deployment.yaml", old, new)
+    incremental = load_deployment(dep)
     assert len(loads) == 17
-    assert {s.restart_sec for s in model.services} == {7}
+    assert {s.restart_sec for s in incremental.services} == {restart_sec}
+    assert repr(incremental) == repr(validate.build_deployment(dep))
 
 
 def test_an_inventory_edit_rereads_only_overridden_services(dep: Path, loads: list[str]) -> None:
@@ -217,15 +224,6 @@ def test_an_inventory_edit_rereads_only_overridden_services(dep: Path, loads: li
     cmp02 = incremental.host("cmp02")
     assert cmp02 is not None and cmp02.address == "192.0.2.33"
 
-
-def test_defaults_moved_in_the_file_rebuild_everything(dep: Path, loads: list[str]) -> None:
-    load_deployment(dep)
-    loads.clear()
-    # Same values, one line lower: locations that point into the defaults have moved.
-    _edit(dep / "deployment.yaml", "defaults:", "# a comment\ndefaults:")
-    incremental = load_deployment(dep)
-    assert len(loads) == 17
-    assert repr(incremental) == repr(validate.build_deployment(dep))
 
 
 def test_a_second_definition_of_a_reused_service_is_refused(dep: Path) -> None:

@@ -225,7 +225,6 @@ def test_an_inventory_edit_rereads_only_overridden_services(dep: Path, loads: li
     assert cmp02 is not None and cmp02.address == "192.0.2.33"
 
 
-
 def test_a_second_definition_of_a_reused_service_is_refused(dep: Path) -> None:
     load_deployment(dep)
     shutil.copy(dep / "services/horizon.yaml", dep / "services/horizon.yml")

@@ -37,7 +37,15 @@ from osunits.graph import (
     host_of,
     ready_endpoint_services,
 )
-from osunits.model import CONTAINER_OWN, DependencyKind, Deployment, Host, NetworkMode, Service
+from osunits.model import (
+    CONTAINER_HOSTS,
+    CONTAINER_OWN,
+    DependencyKind,
+    Deployment,
+    Host,
+    NetworkMode,
+    Service,
+)
 from osunits.network import listen_address, netns_name, veth_name
 from osunits.render import ConfigRenderer, render_text, render_unit
 from osunits.systemd.escape import EscapeError
@@ -51,6 +59,10 @@ INIT_CONTAINER_DIR = CONTAINER_OWN / "lib"
 INIT_BOOT = ("import sys; sys.path[:0] = ['/run/osunits/lib']; import init; "
              "sys.exit(init.main(sys.argv))")
 CONFIG_CONTAINER_PATH = str(CONTAINER_OWN / "config")  # the init copies files from here into place
+# The hosts file's directory, bound (not the file: a bound file keeps the inode it had, and
+# osunits replaces the file by rename); the init makes /etc/hosts a link into it, so a
+# running container sees every later generate's names.
+HOSTS_CONTAINER_DIR = str(CONTAINER_OWN / "hosts")
 INIT_SOURCE = Path(__file__).parent / "container" / "init.py"
 BRIDGE_UNIT = "osunits-bridge.service"
 READY_UNIT = "osunits-ready"
@@ -195,8 +207,8 @@ def plan_host(dep: Deployment, host_name: str, given_by: str = "--host",
     for private in sorted({s.network is NetworkMode.PRIVATE for s in host.services}):
         files.append(PlannedFile(hosts_path(layout, private), _hosts_file(
             dep, host, addresses, private).encode(), source="deployment.yaml",
-            services=tuple(s.name for s in host.services
-                           if (s.network is NetworkMode.PRIVATE) == private)))
+            services=tuple(s.name for s in host.services  # the others see it live
+                           if s.boot and (s.network is NetworkMode.PRIVATE) == private)))
     extra = _plan_network(dep, host, layout, addresses, gates)
     files += extra
     # Containers want their own published sockets; the readiness endpoint serves the host.
@@ -306,7 +318,7 @@ def _hosts_file(dep: Deployment, host: Host, addresses: dict[str, str], private:
 
 
 def hosts_path(layout: Layout, private: bool) -> PurePosixPath:
-    return layout.config / ("hosts" if private else "hosts.host-network")
+    return layout.own / "hosts" / ("private" if private else "host-network") / "hosts"
 
 
 def check_configs(dep: Deployment, hosts: Iterable[Host]) -> list[Problem]:
@@ -352,7 +364,9 @@ def _plan_service(dep: Deployment, host: Host, svc: Service, renderer: ConfigRen
         # for a restart (PlannedFile.services).
         digest.update(f"{cf.path}\0{cf.mode:o}\0".encode()
                       + (b"(holds secrets)" if secret else text.encode()) + b"\0")
-    binds_ro.append((str(hosts_path(layout, svc.network is NetworkMode.PRIVATE)), "/etc/hosts"))
+    hosts = hosts_path(layout, svc.network is NetworkMode.PRIVATE)
+    if svc.boot:  # its own init does not link /etc/hosts: the file, seen as of the start
+        binds_ro.append((str(hosts), str(CONTAINER_HOSTS)))
     binds = [(str(st.host_path(svc.name)), str(st.path)) for st in svc.state]
     state_dirs = sorted({b[0] for b in binds})
     for b in svc.binds:
@@ -362,8 +376,9 @@ def _plan_service(dep: Deployment, host: Host, svc: Service, renderer: ConfigRen
     params: list[str] = []
     if not svc.boot:
         binds_ro.insert(0, (str(layout.init.parent), str(INIT_CONTAINER_DIR)))
+        binds_ro.insert(1, (str(hosts.parent), HOSTS_CONTAINER_DIR))
         if svc.config:
-            binds_ro.insert(1, (str(layout.config / svc.name), CONFIG_CONTAINER_PATH))
+            binds_ro.insert(2, (str(layout.config / svc.name), CONFIG_CONTAINER_PATH))
         params = ["/usr/bin/python3", "-I", "-S", "-c", INIT_BOOT, "--", *svc.exec]
         env += [("OSUNITS_READY", svc.readiness.spec()),
                 ("OSUNITS_READY_TIMEOUT", str(svc.readiness.timeout))]

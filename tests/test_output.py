@@ -16,7 +16,7 @@ from osunits.cli import app
 from osunits.errors import OutputError
 from osunits.output import JOURNAL, MANIFEST, load_manifest, write_files
 from osunits.plan import PlannedFile
-from tests.conftest import EXAMPLE, REPO, snapshot
+from tests.conftest import EXAMPLE, REPO, snapshot, write_tree
 
 
 def pf(path: str, text: str = "", link: str = "") -> PlannedFile:
@@ -369,18 +369,51 @@ def test_generate_says_which_running_services_need_a_restart_or_a_stop(
     y.write_text(y.read_text().replace("neutron-server, horizon]", "neutron-server]"))
     res = r.invoke(app, gen)
     assert res.exit_code == 0, res.output
-    # glance-api's config changed; every private container's /etc/hosts lost horizon
+    # glance-api's config changed; the /etc/hosts of every container lost horizon, which
+    # a running container sees without a restart (its init links it into a bound directory)
+    hosts = tmp_path / "root/var/lib/osunits/hosts/private/hosts"
+    assert "horizon" not in hosts.read_text() and "keystone" in hosts.read_text()
     restart = next(ln for ln in res.output.splitlines() if "osunits restart" in ln)
-    assert "glance-api" in restart.split() and "keystone" in restart.split()
-    assert "horizon" not in restart.split()
+    assert restart.split()[-1:] == ["glance-api"]
     assert ("note: horizon left this host; a running container stops only when told to: "
             "systemctl stop systemd-nspawn@horizon.service") in res.output
     res = r.invoke(app, gen)
     assert res.exit_code == 0 and "note: " not in res.output.replace("note: openstack", "")
     y.write_text(y.read_text().replace("neutron-server]", "neutron-server, horizon]"))
     res = r.invoke(app, gen)  # horizon is back: not running yet, nothing to restart
+    assert res.exit_code == 0 and "horizon" in hosts.read_text()
+    assert "restart" not in res.output
+
+
+def test_hosts_file_is_live_for_the_init_and_bound_as_of_the_start_for_a_booted_one(
+        tmp_path: Path) -> None:
+    dep = write_tree(tmp_path / "dep", {
+        "deployment.yaml": "defaults: {rootfs: base}\n"
+                           "hosts:\n  h1: {address: 192.0.2.1, services: [app, vm]}\n"
+                           "  h2: {address: 192.0.2.2, services: [far]}\n",
+        "services/app.yaml": "exec: [/bin/sleep, infinity]\n",
+        "services/vm.yaml": "boot: true\n",
+        "services/far.yaml": "exec: [/bin/sleep, infinity]\n"})
+    root = tmp_path / "root"
+    gen = ["generate", "-H", "h1", "-d", str(dep), "--root", str(root)]
+    r = CliRunner()
+    assert r.invoke(app, gen).exit_code == 0
+    nspawn = root / "etc/systemd/nspawn"
+    app_binds = [ln for ln in (nspawn / "app.nspawn").read_text().splitlines() if "Bind" in ln]
+    vm_binds = [ln for ln in (nspawn / "vm.nspawn").read_text().splitlines() if "Bind" in ln]
+    assert "BindReadOnly=/var/lib/osunits/hosts/private:/run/osunits/hosts" in app_binds
+    assert not any("/etc/hosts" in ln for ln in app_binds)
+    assert vm_binds == ["BindReadOnly=/var/lib/osunits/hosts/private/hosts:/etc/hosts"]
+    hosts = root / "var/lib/osunits/hosts/private/hosts"
+    assert "192.0.2.2\tfar h2" in hosts.read_text()
+    y = dep / "deployment.yaml"
+    y.write_text(y.read_text().replace("192.0.2.2", "192.0.2.9"))
+    res = r.invoke(app, gen)
+    assert res.exit_code == 0, res.output
+    assert "192.0.2.9\tfar h2" in hosts.read_text()
+    # only the booted container reads the file it was started with
     restart = next(ln for ln in res.output.splitlines() if "osunits restart" in ln)
-    assert "keystone" in restart.split() and "horizon" not in restart.split()
+    assert restart.split()[-1:] == ["vm"]
 
 
 def test_diff_names_a_file_holding_a_secret_but_never_shows_it(

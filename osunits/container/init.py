@@ -27,14 +27,16 @@ environment; any other variable, OSUNITS_-prefixed or not, is passed through):
                            the user's group, so a service user can read a 0640 file
     OSUNITS_STOP_GRACE     seconds the other processes get after the service exits (3)
 
-What it does: starts the service, waits until the readiness check passes, then sends
-READY=1 to $NOTIFY_SOCKET (nspawn, NotifyReady=yes), which makes the host unit
-systemd-nspawn@NAME.service active.  nspawn 252 accepts READY=1/STATUS= only from
-the container's PID 1, so with `notify` the service gets a socket of ours and we
-re-send.  It reaps every process, forwards signals, turns nspawn's stop signal
-(KillSignal=, SIGRTMIN+3/+4 from machinectl) into SIGTERM for the service, and exits
-with the service's exit status.  On a readiness timeout it says so on stderr (the
-journal), stops the service and exits with status 124.
+What it does: links /etc/hosts to /run/osunits/hosts/hosts (osunits' hosts file, in a
+bound directory, so that a rewrite reaches a running container), starts the service,
+waits until the readiness check passes, then sends READY=1 to $NOTIFY_SOCKET (nspawn,
+NotifyReady=yes), which makes the host unit systemd-nspawn@NAME.service active. nspawn
+252 accepts READY=1/STATUS= only from the container's PID 1, so with `notify` the
+service gets a socket of ours and we re-send. It reaps every process, forwards
+signals, turns nspawn's stop signal (KillSignal=, SIGRTMIN+3/+4 from machinectl) into
+SIGTERM for the service, and exits with the service's exit status. On a readiness
+timeout it says so on stderr (the journal), stops the service and exits with status
+124.
 """
 
 import _signal
@@ -49,6 +51,9 @@ EXIT_TIMEOUT = 124
 EXIT_USAGE = 2
 EXIT_NSPAWN_REBOOT = 133
 CONFIG_SRC = "/run/osunits/config"
+# The host's hosts file, in a bound directory: a link to it sees each rewrite, where a
+# bind of the file itself would keep the copy of the container's start.
+HOSTS_SRC = "/run/osunits/hosts/hosts"
 CONTROL_VARS = ("OSUNITS_CONFIG", "OSUNITS_READY", "OSUNITS_READY_TIMEOUT", "OSUNITS_USER",
                 "OSUNITS_STATE",
                 "OSUNITS_WORKDIR", "OSUNITS_STOP_GRACE")
@@ -435,6 +440,21 @@ def make_check(spec, env):
 
 # --- setup -------------------------------------------------------------------------
 
+def link_hosts():
+    """/etc/hosts -> HOSTS_SRC, if osunits bound one (the root is a volatile overlay)."""
+    if not os.path.exists(HOSTS_SRC):
+        return
+    try:
+        if os.readlink("/etc/hosts") == HOSTS_SRC:
+            return
+    except OSError:  # a regular file, or none
+        pass
+    tmp = "/etc/.hosts.osunits-new"
+    quietly(os.unlink, tmp)
+    os.symlink(HOSTS_SRC, tmp)
+    os.rename(tmp, "/etc/hosts")
+
+
 def install_config(entries, cred):
     """Copy each rendered config file into place: root-owned, the service's group, MODE."""
     gid = cred.pw_gid if cred is not None else 0
@@ -593,6 +613,11 @@ def main(argv):
         prepare_state(conf.get("OSUNITS_STATE", "").split(":"), cred)
     except OSError as e:
         log(f"cannot prepare state directory: {e}")
+        return 1
+    try:
+        link_hosts()
+    except OSError as e:
+        log(f"cannot link /etc/hosts to {HOSTS_SRC}: {e}")
         return 1
     try:
         install_config(conf.get("OSUNITS_CONFIG", ""), cred)

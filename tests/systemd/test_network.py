@@ -116,6 +116,42 @@ def test_same_port_twice_names_and_published_ports(lab: dict[str, Testbed]) -> N
     assert rows["web1"]["addresses"] != rows["web2"]["addresses"]
 
 
+def test_running_containers_see_a_new_hosts_file(lab: dict[str, Testbed],
+                                               tmp_path: Path) -> None:
+    """generate replaces the hosts file by rename: a container started before sees the
+    new names without a restart (a bound file would keep the inode it started with)."""
+    import shutil
+
+    a = lab["a"]
+    a.systemctl("start", "openstack.target")
+    leader = a.run(["machinectl", "show", "-p", "Leader", "--value", "client"]).stdout.strip()
+    lookup = ["nsenter", "-t", leader, "-m", "-n", "getent", "hosts", "b"]
+
+    def resolves(address: str) -> bool:
+        deadline = time.monotonic() + 5
+        while a.run(lookup, check=False).stdout.split()[:1] != [address]:
+            if time.monotonic() > deadline:
+                return False
+            time.sleep(0.1)
+        return True
+
+    assert resolves("192.0.2.12"), a.run(lookup, check=False)
+    dep = tmp_path / "dep"
+    shutil.copytree(NET, dep)
+    y = dep / "deployment.yaml"
+    y.write_text(y.read_text().replace("192.0.2.12", "192.0.2.99"))
+    for d, address in ((dep, "192.0.2.99"), (NET, "192.0.2.12")):  # and back
+        root = tmp_path / f"root-{address}"
+        res = CliRunner().invoke(cli_app, ["generate", "-H", "a", "-d", str(d),
+                                           "--root", str(root)])
+        assert res.exit_code == 0, res.output
+        a.install_tree(root)  # unlink and copy: a new inode, as generate's rename
+        assert resolves(address), a.run(lookup, check=False)
+    # the container was never restarted
+    assert a.run(["machinectl", "show", "-p", "Leader", "--value", "client"]
+                 ).stdout.strip() == leader
+
+
 def test_cross_host_gate_waits_for_the_remote_service(lab: dict[str, Testbed]) -> None:
     a, b = lab["a"], lab["b"]
     _stop(a)

@@ -81,6 +81,24 @@ def test_systemd_analyze_verify(host: str, tmp_path: Path, deployment) -> None: 
     assert res.stderr.strip() == "", res.stderr
 
 
+@pytest.mark.skipif(shutil.which("systemd-analyze") is None, reason="needs systemd-analyze")
+@pytest.mark.parametrize("host", HOSTS)
+def test_boot_transaction_has_no_ordering_cycle(host: str, tmp_path: Path, deployment) -> None:  # type: ignore[no-untyped-def]
+    """Enabled, the target is started by multi-user.target with basic.target, sockets.target
+    and the rest of boot; systemd breaks an ordering cycle there by dropping a job (a
+    published port's socket, sockets.target itself), which verifying openstack.target
+    alone does not show."""
+    write_files(tmp_path, plan_host(deployment, host).files)
+    unit_dir = tmp_path / "etc/systemd/system"
+    (unit_dir / "multi-user.target.wants").mkdir()
+    (unit_dir / "multi-user.target.wants/openstack.target").symlink_to(
+        "/etc/systemd/system/openstack.target")
+    env = {**os.environ, "SYSTEMD_UNIT_PATH": f"{unit_dir}:"}
+    res = subprocess.run(["systemd-analyze", "verify", "multi-user.target"], env=env,
+                         cwd=tmp_path, capture_output=True, text=True, check=False)
+    assert "cycle" not in res.stderr and "to break" not in res.stderr, res.stderr
+
+
 def test_verify_catches_a_broken_dropin(tmp_path: Path, deployment) -> None:  # type: ignore[no-untyped-def]
     """The verify test above would notice a bad value (so it can fail)."""
     if shutil.which("systemd-analyze") is None:

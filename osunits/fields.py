@@ -450,7 +450,7 @@ def parse_state_dir(v: Value) -> StateDir:
         return StateDir(parse_abs_path(v))
     _only(v, {"path", "host", "shared"}, "a state directory")
     host = parse_abs_path(v.entries["host"]) if "host" in v.entries else None
-    # systemd creates it (StateDirectory=), which only works under /var/lib.
+    # The host's variable state lives under /var/lib (FHS), never over /etc or /usr.
     if host is not None and (host.parts[:3] != ("/", "var", "lib") or len(host.parts) < 4):
         raise Invalid(f"{host}: host state directories live under /var/lib/",
                       v.entries["host"].loc)

@@ -9,6 +9,27 @@ import pytest
 
 from osunits.testbed import Testbed, available, leftovers
 
+ONE_HOST_DEFAULTS = "defaults: {rootfs: host, restart: 'no', stop_timeout: 5s}\n"
+
+
+def generate_one_host(tmp_path: Path, services: dict[str, str]) -> Path:
+    """A deployment of ``services`` (NAME: YAML) on host t1 with the test host's image,
+    generated into a root; returns the root."""
+    from typer.testing import CliRunner
+
+    from osunits.cli import app
+
+    dep = tmp_path / "dep"
+    (dep / "services").mkdir(parents=True)
+    (dep / "deployment.yaml").write_text(
+        ONE_HOST_DEFAULTS + f"hosts:\n  t1: {{address: 192.0.2.1, services: [{', '.join(services)}]}}\n")
+    for name, text in services.items():
+        (dep / "services" / f"{name}.yaml").write_text(text)
+    root = tmp_path / "root"
+    res = CliRunner().invoke(app, ["generate", "-H", "t1", "-d", str(dep), "--root", str(root)])
+    assert res.exit_code == 0, res.output
+    return root
+
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     here = Path(__file__).parent

@@ -12,10 +12,9 @@ from pathlib import Path
 
 import pytest
 import yaml
-from typer.testing import CliRunner
 
-from osunits.cli import app as cli_app
 from osunits.testbed import Testbed, available, leftovers
+from tests.systemd.conftest import generate_one_host
 
 pystemd = pytest.importorskip("pystemd")
 
@@ -45,19 +44,10 @@ def test_binds_devices_and_capabilities_reach_the_container(tmp_path: Path) -> N
     why = available()
     if why:
         pytest.skip(why)
-    dep = tmp_path / "dep"
-    (dep / "services").mkdir(parents=True)
-    (dep / "deployment.yaml").write_text(
-        "defaults: {rootfs: host, restart: 'no', stop_timeout: 5s}\n"
-        "hosts:\n  t1: {address: 192.0.2.1, services: [agent, plain]}\n")
-    (dep / "services/agent.yaml").write_text(_service(
-        "agent", capabilities=["CAP_NET_ADMIN"], devices=["/dev/fuse"],
-        binds=["/srv/shared:/mnt/shared:ro"]))
-    (dep / "services/plain.yaml").write_text(_service("plain"))
-    root = tmp_path / "root"
-    res = CliRunner().invoke(cli_app, ["generate", "-H", "t1", "-d", str(dep), "--root",
-                                       str(root)])
-    assert res.exit_code == 0, res.output
+    root = generate_one_host(tmp_path, {
+        "agent": _service("agent", capabilities=["CAP_NET_ADMIN"], devices=["/dev/fuse"],
+                          binds=["/srv/shared:/mnt/shared:ro"]),
+        "plain": _service("plain")})
     tb = Testbed()
     tb.start()
     try:

@@ -13,10 +13,9 @@ from pathlib import Path
 
 import pytest
 import yaml
-from typer.testing import CliRunner
 
-from osunits.cli import app as cli_app
 from osunits.testbed import Testbed, available
+from tests.systemd.conftest import generate_one_host
 
 pystemd = pytest.importorskip("pystemd")
 
@@ -34,20 +33,11 @@ def test_state_stays_the_services_across_restarts(tmp_path: Path) -> None:
     why = available()
     if why:
         pytest.skip(why)
-    dep = tmp_path / "dep"
-    (dep / "services").mkdir(parents=True)
-    (dep / "deployment.yaml").write_text(
-        "defaults: {rootfs: host, restart: 'no', stop_timeout: 5s}\n"
-        "hosts:\n  t1: {address: 192.0.2.1, services: [store]}\n")
-    (dep / "services/store.yaml").write_text(yaml.safe_dump({
+    root = generate_one_host(tmp_path, {"store": yaml.safe_dump({
         "description": "appends a line to its state at each start", "network": "host",
         "user": "nobody", "state": ["/var/lib/store"],
         "exec": ["/bin/sh", "-c", f"echo started >> {LOG} && exec sleep infinity"],
-        "readiness": {"command": ["/bin/grep", "-q", "started", LOG], "timeout": "20s"}}))
-    root = tmp_path / "root"
-    res = CliRunner().invoke(cli_app, ["generate", "-H", "t1", "-d", str(dep), "--root",
-                                       str(root)])
-    assert res.exit_code == 0, res.output
+        "readiness": {"command": ["/bin/grep", "-q", "started", LOG], "timeout": "20s"}})})
     with Testbed() as tb:
         tb.install_tree(root)
         unit = unit_of("store")

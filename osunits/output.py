@@ -202,7 +202,7 @@ def plan_changes(root: Path, files: tuple[PlannedFile, ...],
         changes.append(FileChange(PurePosixPath(path), Change.REMOVE, cur, None))
     if conflicts:
         raise OutputError("refusing to write; nothing was changed:\n  " + "\n  ".join(conflicts))
-    return sorted(changes, key=lambda c: c.path), m
+    return sorted(changes, key=lambda c: c.path.parts), m  # PurePath's order (see plan_host)
 
 
 def render_diff(changes: list[FileChange], hide: frozenset[str] = frozenset()) -> str:

@@ -212,7 +212,10 @@ def plan_host(dep: Deployment, host_name: str, given_by: str = "--host",
                              services=init_users))
     files.append(PlannedFile(_pyc_path(layout), _init_bytecode(), 0o644, source="osunits",
                              services=init_users))
-    return HostPlan(host.name, tuple(sorted(files, key=lambda f: f.path)), graph, warnings)
+    # Sorted by ``parts``: PurePath's own order, with its key computed once per file
+    # instead of in every comparison (the sort of 5000 services' files took 0.1 s).
+    return HostPlan(host.name, tuple(sorted(files, key=lambda f: f.path.parts)), graph,
+                    warnings)
 
 
 def _rel(dep: Deployment, path: Path) -> str:

@@ -73,14 +73,21 @@ class Result:
         return bool(self.changes)
 
 
-def _disk(root: str, p: PurePosixPath | str) -> str:
-    """Where the absolute path ``p`` lies under ``root``: a string, as it is computed for
-    every planned file, where pathlib's cost adds up."""
-    return os.path.join(root, str(p).lstrip("/"))
+def _prefix(root: Path | str) -> str:
+    """``root`` as the start of the paths under it (``_disk``)."""
+    root = str(root)
+    return root if root.endswith("/") else root + "/"
+
+
+def _disk(prefix: str, p: PurePosixPath | str) -> str:
+    """Where the absolute path ``p`` lies under the root of ``prefix`` (``_prefix``): a
+    string, as it is computed for every planned file, where pathlib's cost adds up; and
+    one concatenation, what os.path.join gives at a fifth of its cost."""
+    return prefix + str(p).lstrip("/")
 
 
 def _on_disk(root: Path, p: PurePosixPath) -> Path:
-    return Path(_disk(str(root), p))
+    return Path(_disk(_prefix(root), p))
 
 
 def _read_current(path: str) -> tuple[bytes, int] | None:
@@ -159,9 +166,9 @@ def plan_changes(root: Path, files: tuple[PlannedFile, ...],
     conflicts: list[str] = []
     changes: list[FileChange] = []
     planned = {str(f.path) for f in files}
-    rootstr = str(root)
+    prefix = _prefix(root)
     for f in files:
-        disk = _disk(rootstr, f.path)
+        disk = _disk(prefix, f.path)
         current = _read_current(disk)
         new = _planned_bytes(f)
         if current is None:
@@ -190,7 +197,7 @@ def plan_changes(root: Path, files: tuple[PlannedFile, ...],
     for path, digest in sorted(owned.items()):
         if path in planned:
             continue
-        disk = _disk(rootstr, path)
+        disk = _disk(prefix, path)
         current = _read_current(disk)
         if current is None:
             continue
@@ -290,8 +297,8 @@ def _write(root: Path, files: tuple[PlannedFile, ...], changes: list[FileChange]
     staged: list[tuple[str, str]] = []
     journal_path = _on_disk(root, _journal_of(layout.manifest))
     to_stage = [c for c in changes if c.change in (Change.ADD, Change.UPDATE)]
-    rootstr = str(root)
-    finals = [_disk(rootstr, c.path) for c in to_stage]
+    prefix = _prefix(root)
+    finals = [_disk(prefix, c.path) for c in to_stage]
     temps = [_tmp_name(final) for final in finals]
     _write_json(journal_path, {"state": "staging", "temps": temps})
     # Durable before any temp file exists, so that a crash cannot leave temp files the
@@ -302,7 +309,7 @@ def _write(root: Path, files: tuple[PlannedFile, ...], changes: list[FileChange]
         _stage(tmp, by_path[c.path], made)
         staged.append((tmp, final))
     _sync([os.path.dirname(tmp) for tmp, _ in staged])
-    removals = [_disk(rootstr, c.path) for c in changes if c.change is Change.REMOVE]
+    removals = [_disk(prefix, c.path) for c in changes if c.change is Change.REMOVE]
     new_manifest = {str(f.path): f.digest for f in files}
     _write_json(journal_path, {"state": "committing", "renames": staged, "removals": removals,
                                "manifest": new_manifest, "host": host, "secrets": secrets})
@@ -363,8 +370,9 @@ def _secrets(files: tuple[PlannedFile, ...]) -> frozenset[str]:
 
 
 def _tmp_name(path: str) -> str:
-    d, name = os.path.split(path)
-    return os.path.join(d, f".{name}{TMP_SUFFIX}")
+    # os.path.split and join, for the normalised paths _disk makes, at a third of their cost
+    head, sep, name = path.rpartition("/")
+    return f"{head}{sep}.{name}{TMP_SUFFIX}"
 
 
 def _stage(tmp: str, f: PlannedFile, made: set[str]) -> None:

@@ -109,6 +109,54 @@ def _read_current(path: str) -> tuple[bytes, int] | None:
         raise OutputError(f"{path}: cannot read ({e.strerror}); refusing to write") from e
 
 
+class _Lookups:
+    """``_read_current`` for the files under one root, but none in a directory found absent:
+    a new host's or a new service's files are not looked up one by one (28 000 absent
+    files on the first run for 5000 services, twice)."""
+
+    def __init__(self, prefix: str) -> None:
+        self.top = os.path.dirname(prefix)  # the root: nothing above it is looked at
+        # directory -> stat(2) said ENOENT (so it says so for any path below), or did not
+        self.absent: dict[str, bool] = {}
+
+    def read(self, path: str) -> tuple[bytes, int] | None:
+        d = os.path.dirname(path)
+        if self.absent and self._known_absent(d):
+            return None
+        current = _read_current(path)
+        if current is None:
+            self._note(d)
+        return current
+
+    def _known_absent(self, d: str) -> bool:
+        """``d`` or a directory above it was found absent (no system call)."""
+        below: list[str] = []
+        while (known := self.absent.get(d)) is None:
+            if d == self.top or len(d) < len(self.top):
+                return False
+            below.append(d)
+            d = os.path.dirname(d)
+        if known:
+            self.absent.update(dict.fromkeys(below, True))
+        return known
+
+    def _note(self, d: str) -> None:
+        """A path in ``d`` is absent: is ``d`` (and the directories above it)?"""
+        while d not in self.absent and len(d) >= len(self.top):
+            try:
+                os.stat(d)
+            except FileNotFoundError:
+                self.absent[d] = True
+                if d == self.top:
+                    return
+                d = os.path.dirname(d)
+                continue
+            except OSError:
+                pass
+            self.absent[d] = False
+            return
+
+
 def _digest(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
 
@@ -167,9 +215,10 @@ def plan_changes(root: Path, files: tuple[PlannedFile, ...],
     changes: list[FileChange] = []
     planned = {str(f.path) for f in files}
     prefix = _prefix(root)
+    lookups = _Lookups(prefix)
     for f in files:
         disk = _disk(prefix, f.path)
-        current = _read_current(disk)
+        current = lookups.read(disk)
         new = _planned_bytes(f)
         if current is None:
             changes.append(FileChange(f.path, Change.ADD, None, new))

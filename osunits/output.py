@@ -120,9 +120,15 @@ class _Lookups:
         self.absent: dict[str, bool] = {}
 
     def read(self, path: str) -> tuple[bytes, int] | None:
-        d = os.path.dirname(path)
-        if self.absent and self._known_absent(d):
-            return None
+        # rpartition: dirname's result for the paths _disk makes (but "" for "/"), and
+        # dirname cost as much as the rest of this
+        d = path.rpartition("/")[0]
+        if self.absent:
+            known = self.absent.get(d)
+            if known is None:
+                known = self._known_absent(d)
+            if known:
+                return None
         current = _read_current(path)
         if current is None:
             self._note(d)
@@ -132,10 +138,10 @@ class _Lookups:
         """``d`` or a directory above it was found absent (no system call)."""
         below: list[str] = []
         while (known := self.absent.get(d)) is None:
-            if d == self.top or len(d) < len(self.top):
+            if len(d) <= len(self.top):  # the root itself, or a name above it
                 return False
             below.append(d)
-            d = os.path.dirname(d)
+            d = d.rpartition("/")[0]
         if known:
             self.absent.update(dict.fromkeys(below, True))
         return known
@@ -147,9 +153,7 @@ class _Lookups:
                 os.stat(d)
             except FileNotFoundError:
                 self.absent[d] = True
-                if d == self.top:
-                    return
-                d = os.path.dirname(d)
+                d = d.rpartition("/")[0]
                 continue
             except OSError:
                 pass

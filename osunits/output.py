@@ -428,16 +428,27 @@ def _tmp_name(path: str) -> str:
     return f"{head}{sep}.{name}{TMP_SUFFIX}"
 
 
+def _make_dir(d: str, made: set[str]) -> None:
+    """``d`` and its missing parents (``made`` are there already), with one mkdir(2) for
+    each: os.makedirs stats every level first."""
+    if d in made:
+        return
+    try:
+        os.mkdir(d)  # its parent is usually there
+    except FileExistsError:
+        pass
+    except FileNotFoundError:
+        parent = os.path.dirname(d)
+        if parent == d:
+            raise
+        _make_dir(parent, made)
+        with contextlib.suppress(FileExistsError):
+            os.mkdir(d)
+    made.add(d)
+
+
 def _stage(tmp: str, f: PlannedFile, made: set[str]) -> None:
-    d = os.path.dirname(tmp)
-    if d not in made:
-        try:
-            os.mkdir(d)  # its parent is usually there: one syscall, where makedirs makes two
-        except FileExistsError:
-            pass
-        except FileNotFoundError:
-            os.makedirs(d, exist_ok=True)
-        made.add(d)
+    _make_dir(os.path.dirname(tmp), made)
     try:
         fd = _create(tmp, f)
     except FileExistsError:

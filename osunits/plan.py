@@ -21,7 +21,7 @@ import importlib._bootstrap_external
 import importlib.util
 import sys
 from collections.abc import Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 from typing import Any
 
@@ -87,6 +87,15 @@ class Layout:
     # Pull the target in at boot with our own wants link: in generator mode, where
     # `systemctl enable` refuses generated units; `generate` leaves it to the operator.
     boot_link: bool = False
+    # Derived from ``own``, once: they are asked for several times per service.
+    config: PurePosixPath = field(init=False, repr=False, compare=False)
+    init: PurePosixPath = field(init=False, repr=False, compare=False)
+    manifest: PurePosixPath = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "config", self.own / "config")
+        object.__setattr__(self, "init", self.own / "lib" / "init.py")
+        object.__setattr__(self, "manifest", self.own / "manifest.json")
 
     @classmethod
     def generator(cls, unit_dir: str) -> Layout:
@@ -98,18 +107,6 @@ class Layout:
     def boot_wants(self) -> PurePosixPath:
         """Where a link makes boot (multi-user.target) start the target."""
         return self.units / "multi-user.target.wants" / TARGET
-
-    @property
-    def config(self) -> PurePosixPath:
-        return self.own / "config"
-
-    @property
-    def init(self) -> PurePosixPath:
-        return self.own / "lib" / "init.py"
-
-    @property
-    def manifest(self) -> PurePosixPath:
-        return self.own / "manifest.json"
 
 
 INSTALLED = Layout()
@@ -340,9 +337,10 @@ def _plan_service(dep: Deployment, host: Host, svc: Service, renderer: ConfigRen
     binds_ro: list[tuple[str, str]] = []
     digest = hashlib.sha256()
     context = _config_context(dep, host, svc)
+    config_dir = layout.config / svc.name
     for cf in svc.config:
         text = renderer.render(cf.template, context, cf.loc)
-        host_path = layout.config / svc.name / cf.path.relative_to("/")
+        host_path = config_dir / cf.path.relative_to("/")
         # On the host only root reads it; in the container the init installs a copy
         # owned by the service's group (docs/readiness.md), a booted one gets a bind.
         secret = renderer.used_secret
@@ -366,7 +364,7 @@ def _plan_service(dep: Deployment, host: Host, svc: Service, renderer: ConfigRen
     if not svc.boot:
         binds_ro.insert(0, (str(layout.init.parent), str(INIT_CONTAINER_DIR)))
         if svc.config:
-            binds_ro.insert(1, (str(layout.config / svc.name), CONFIG_CONTAINER_PATH))
+            binds_ro.insert(1, (str(config_dir), CONFIG_CONTAINER_PATH))
         params = ["/usr/bin/python3", "-I", "-S", "-c", INIT_BOOT, "--", *svc.exec]
         env += [("OSUNITS_READY", svc.readiness.spec()),
                 ("OSUNITS_READY_TIMEOUT", str(svc.readiness.timeout))]
@@ -423,7 +421,7 @@ def _plan_service(dep: Deployment, host: Host, svc: Service, renderer: ConfigRen
                 source=source))
     after = sorted(deps["requires"] + deps["wants"] + deps["after"])
     files.append(PlannedFile(
-        layout.units / f"{unit_of(svc.name)}.d" / DROPIN_NAME,
+        layout.units / f"{unit_of(svc.name)}.d/{DROPIN_NAME}",
         render_unit(
             "service.dropin.j2", svc=svc, host=host.name, source=source, target=TARGET,
             requires=sorted(deps["requires"]), wants=sorted(deps["wants"] + sockets),

@@ -129,13 +129,14 @@ def _say_what_running_services_need(plan: "HostPlan", result: "Result") -> None:
     from osunits.plan import INSTALLED
     from osunits.systemd.units import unit_of
 
-    by_path = {f.path: f for f in plan.files}
+    nspawn = INSTALLED.nspawn.parts  # a path's parent compared as parts: not made per change
     new = {c.path.stem for c in result.changes
-           if c.change is Change.ADD and c.path.parent == INSTALLED.nspawn}  # not running yet
-    restart = sorted({s for c in result.changes if c.change is Change.UPDATE
-                      for s in by_path[c.path].services} - new)
+           if c.change is Change.ADD and c.path.parts[:-1] == nspawn}  # not running yet
+    updated = [c.path for c in result.changes if c.change is Change.UPDATE]
+    by_path = {f.path: f for f in plan.files} if updated else {}
+    restart = sorted({s for p in updated for s in by_path[p].services} - new)
     gone = sorted(c.path.stem for c in result.changes
-                  if c.change is Change.REMOVE and c.path.parent == INSTALLED.nspawn)
+                  if c.change is Change.REMOVE and c.path.parts[:-1] == nspawn)
     if restart:
         print(f"note: running services see the changes after a restart: osunits restart "
               f"{' '.join(restart)}", file=sys.stderr)

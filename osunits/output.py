@@ -73,14 +73,21 @@ class Result:
         return bool(self.changes)
 
 
-def _disk(root: str, p: PurePosixPath | str) -> str:
-    """Where the absolute path ``p`` lies under ``root``: a string, as it is computed for
-    every planned file, where pathlib's cost adds up."""
-    return os.path.join(root, str(p).lstrip("/"))
+def _prefix(root: Path | str) -> str:
+    """``root`` as the start of the paths under it (``_disk``)."""
+    root = str(root)
+    return root if root.endswith("/") else root + "/"
+
+
+def _disk(prefix: str, p: PurePosixPath | str) -> str:
+    """Where the absolute path ``p`` lies under the root of ``prefix`` (``_prefix``): a
+    string, as it is computed for every planned file, where pathlib's cost adds up; and
+    one concatenation, what os.path.join gives at a fifth of its cost."""
+    return prefix + str(p).lstrip("/")
 
 
 def _on_disk(root: Path, p: PurePosixPath) -> Path:
-    return Path(_disk(str(root), p))
+    return Path(_disk(_prefix(root), p))
 
 
 def _read_current(path: str) -> tuple[bytes, int] | None:
@@ -100,6 +107,58 @@ def _read_current(path: str) -> tuple[bytes, int] | None:
         return b"<a parent is not a directory>", 0
     except OSError as e:
         raise OutputError(f"{path}: cannot read ({e.strerror}); refusing to write") from e
+
+
+class _Lookups:
+    """``_read_current`` for the files under one root, but none in a directory found absent:
+    a new host's or a new service's files are not looked up one by one (28 000 absent
+    files on the first run for 5000 services, twice)."""
+
+    def __init__(self, prefix: str) -> None:
+        self.top = os.path.dirname(prefix)  # the root: nothing above it is looked at
+        # directory -> stat(2) said ENOENT (so it says so for any path below), or did not
+        self.absent: dict[str, bool] = {}
+
+    def read(self, path: str) -> tuple[bytes, int] | None:
+        # rpartition: dirname's result for the paths _disk makes (but "" for "/"), and
+        # dirname cost as much as the rest of this
+        d = path.rpartition("/")[0]
+        if self.absent:
+            known = self.absent.get(d)
+            if known is None:
+                known = self._known_absent(d)
+            if known:
+                return None
+        current = _read_current(path)
+        if current is None:
+            self._note(d)
+        return current
+
+    def _known_absent(self, d: str) -> bool:
+        """``d`` or a directory above it was found absent (no system call)."""
+        below: list[str] = []
+        while (known := self.absent.get(d)) is None:
+            if len(d) <= len(self.top):  # the root itself, or a name above it
+                return False
+            below.append(d)
+            d = d.rpartition("/")[0]
+        if known:
+            self.absent.update(dict.fromkeys(below, True))
+        return known
+
+    def _note(self, d: str) -> None:
+        """A path in ``d`` is absent: is ``d`` (and the directories above it)?"""
+        while d not in self.absent and len(d) >= len(self.top):
+            try:
+                os.stat(d)
+            except FileNotFoundError:
+                self.absent[d] = True
+                d = d.rpartition("/")[0]
+                continue
+            except OSError:
+                pass
+            self.absent[d] = False
+            return
 
 
 def _digest(data: bytes) -> str:
@@ -159,10 +218,11 @@ def plan_changes(root: Path, files: tuple[PlannedFile, ...],
     conflicts: list[str] = []
     changes: list[FileChange] = []
     planned = {str(f.path) for f in files}
-    rootstr = str(root)
+    prefix = _prefix(root)
+    lookups = _Lookups(prefix)
     for f in files:
-        disk = _disk(rootstr, f.path)
-        current = _read_current(disk)
+        disk = _disk(prefix, f.path)
+        current = lookups.read(disk)
         new = _planned_bytes(f)
         if current is None:
             changes.append(FileChange(f.path, Change.ADD, None, new))
@@ -190,7 +250,7 @@ def plan_changes(root: Path, files: tuple[PlannedFile, ...],
     for path, digest in sorted(owned.items()):
         if path in planned:
             continue
-        disk = _disk(rootstr, path)
+        disk = _disk(prefix, path)
         current = _read_current(disk)
         if current is None:
             continue
@@ -202,7 +262,7 @@ def plan_changes(root: Path, files: tuple[PlannedFile, ...],
         changes.append(FileChange(PurePosixPath(path), Change.REMOVE, cur, None))
     if conflicts:
         raise OutputError("refusing to write; nothing was changed:\n  " + "\n  ".join(conflicts))
-    return sorted(changes, key=lambda c: c.path), m
+    return sorted(changes, key=lambda c: c.path.parts), m  # PurePath's order (see plan_host)
 
 
 def render_diff(changes: list[FileChange], hide: frozenset[str] = frozenset()) -> str:
@@ -290,8 +350,8 @@ def _write(root: Path, files: tuple[PlannedFile, ...], changes: list[FileChange]
     staged: list[tuple[str, str]] = []
     journal_path = _on_disk(root, _journal_of(layout.manifest))
     to_stage = [c for c in changes if c.change in (Change.ADD, Change.UPDATE)]
-    rootstr = str(root)
-    finals = [_disk(rootstr, c.path) for c in to_stage]
+    prefix = _prefix(root)
+    finals = [_disk(prefix, c.path) for c in to_stage]
     temps = [_tmp_name(final) for final in finals]
     _write_json(journal_path, {"state": "staging", "temps": temps})
     # Durable before any temp file exists, so that a crash cannot leave temp files the
@@ -302,7 +362,7 @@ def _write(root: Path, files: tuple[PlannedFile, ...], changes: list[FileChange]
         _stage(tmp, by_path[c.path], made)
         staged.append((tmp, final))
     _sync([os.path.dirname(tmp) for tmp, _ in staged])
-    removals = [_disk(rootstr, c.path) for c in changes if c.change is Change.REMOVE]
+    removals = [_disk(prefix, c.path) for c in changes if c.change is Change.REMOVE]
     new_manifest = {str(f.path): f.digest for f in files}
     _write_json(journal_path, {"state": "committing", "renames": staged, "removals": removals,
                                "manifest": new_manifest, "host": host, "secrets": secrets})
@@ -363,20 +423,32 @@ def _secrets(files: tuple[PlannedFile, ...]) -> frozenset[str]:
 
 
 def _tmp_name(path: str) -> str:
-    d, name = os.path.split(path)
-    return os.path.join(d, f".{name}{TMP_SUFFIX}")
+    # os.path.split and join, for the normalised paths _disk makes, at a third of their cost
+    head, sep, name = path.rpartition("/")
+    return f"{head}{sep}.{name}{TMP_SUFFIX}"
+
+
+def _make_dir(d: str, made: set[str]) -> None:
+    """``d`` and its missing parents (``made`` are there already), with one mkdir(2) for
+    each: os.makedirs stats every level first."""
+    if d in made:
+        return
+    try:
+        os.mkdir(d)  # its parent is usually there
+    except FileExistsError:
+        pass
+    except FileNotFoundError:
+        parent = os.path.dirname(d)
+        if parent == d:
+            raise
+        _make_dir(parent, made)
+        with contextlib.suppress(FileExistsError):
+            os.mkdir(d)
+    made.add(d)
 
 
 def _stage(tmp: str, f: PlannedFile, made: set[str]) -> None:
-    d = os.path.dirname(tmp)
-    if d not in made:
-        try:
-            os.mkdir(d)  # its parent is usually there: one syscall, where makedirs makes two
-        except FileExistsError:
-            pass
-        except FileNotFoundError:
-            os.makedirs(d, exist_ok=True)
-        made.add(d)
+    _make_dir(os.path.dirname(tmp), made)
     try:
         fd = _create(tmp, f)
     except FileExistsError:

@@ -21,7 +21,7 @@ import importlib._bootstrap_external
 import importlib.util
 import sys
 from collections.abc import Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 from typing import Any
 
@@ -99,6 +99,15 @@ class Layout:
     # Pull the target in at boot with our own wants link: in generator mode, where
     # `systemctl enable` refuses generated units; `generate` leaves it to the operator.
     boot_link: bool = False
+    # Derived from ``own``, once: they are asked for several times per service.
+    config: PurePosixPath = field(init=False, repr=False, compare=False)
+    init: PurePosixPath = field(init=False, repr=False, compare=False)
+    manifest: PurePosixPath = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "config", self.own / "config")
+        object.__setattr__(self, "init", self.own / "lib" / "init.py")
+        object.__setattr__(self, "manifest", self.own / "manifest.json")
 
     @classmethod
     def generator(cls, unit_dir: str) -> Layout:
@@ -110,18 +119,6 @@ class Layout:
     def boot_wants(self) -> PurePosixPath:
         """Where a link makes boot (multi-user.target) start the target."""
         return self.units / "multi-user.target.wants" / TARGET
-
-    @property
-    def config(self) -> PurePosixPath:
-        return self.own / "config"
-
-    @property
-    def init(self) -> PurePosixPath:
-        return self.own / "lib" / "init.py"
-
-    @property
-    def manifest(self) -> PurePosixPath:
-        return self.own / "manifest.json"
 
 
 INSTALLED = Layout()
@@ -224,7 +221,10 @@ def plan_host(dep: Deployment, host_name: str, given_by: str = "--host",
                              services=init_users))
     files.append(PlannedFile(_pyc_path(layout), _init_bytecode(), 0o644, source="osunits",
                              services=init_users))
-    return HostPlan(host.name, tuple(sorted(files, key=lambda f: f.path)), graph, warnings)
+    # Sorted by ``parts``: PurePath's own order, with its key computed once per file
+    # instead of in every comparison (the sort of 5000 services' files took 0.1 s).
+    return HostPlan(host.name, tuple(sorted(files, key=lambda f: f.path.parts)), graph,
+                    warnings)
 
 
 def _rel(dep: Deployment, path: Path) -> str:
@@ -349,9 +349,10 @@ def _plan_service(dep: Deployment, host: Host, svc: Service, renderer: ConfigRen
     binds_ro: list[tuple[str, str]] = []
     digest = hashlib.sha256()
     context = _config_context(dep, host, svc)
+    config_dir = layout.config / svc.name
     for cf in svc.config:
         text = renderer.render(cf.template, context, cf.loc)
-        host_path = layout.config / svc.name / cf.path.relative_to("/")
+        host_path = config_dir / cf.path.relative_to("/")
         # On the host only root reads it; in the container the init installs a copy
         # owned by the service's group (docs/readiness.md), a booted one gets a bind.
         secret = renderer.used_secret
@@ -378,7 +379,7 @@ def _plan_service(dep: Deployment, host: Host, svc: Service, renderer: ConfigRen
         binds_ro.insert(0, (str(layout.init.parent), str(INIT_CONTAINER_DIR)))
         binds_ro.insert(1, (str(hosts.parent), HOSTS_CONTAINER_DIR))
         if svc.config:
-            binds_ro.insert(2, (str(layout.config / svc.name), CONFIG_CONTAINER_PATH))
+            binds_ro.insert(2, (str(config_dir), CONFIG_CONTAINER_PATH))
         params = ["/usr/bin/python3", "-I", "-S", "-c", INIT_BOOT, "--", *svc.exec]
         env += [("OSUNITS_READY", svc.readiness.spec()),
                 ("OSUNITS_READY_TIMEOUT", str(svc.readiness.timeout))]
@@ -435,7 +436,7 @@ def _plan_service(dep: Deployment, host: Host, svc: Service, renderer: ConfigRen
                 source=source))
     after = sorted(deps["requires"] + deps["wants"] + deps["after"])
     files.append(PlannedFile(
-        layout.units / f"{unit_of(svc.name)}.d" / DROPIN_NAME,
+        layout.units / f"{unit_of(svc.name)}.d/{DROPIN_NAME}",
         render_unit(
             "service.dropin.j2", svc=svc, host=host.name, source=source, target=TARGET,
             requires=sorted(deps["requires"]), wants=sorted(deps["wants"] + sockets),

@@ -88,6 +88,10 @@ def unit_env() -> jinja2.Environment:
         nspawn_env=lambda kv: escape.nspawn_word(f"{kv[0]}={kv[1]}"),
         bind=lambda sd: escape.nspawn_bind(sd[0], sd[1]),
     )
+    # The templates print their context through the filters and call nothing: without
+    # jinja2's default globals (range, dict, lipsum, ...) a render does not copy them into
+    # its context first (3 µs of the 26 a netns unit takes).
+    env.globals.clear()
     return env
 
 

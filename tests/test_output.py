@@ -12,6 +12,7 @@ import pytest
 from pyfakefs.fake_filesystem_unittest import Patcher
 from typer.testing import CliRunner
 
+from osunits import output
 from osunits.cli import app
 from osunits.errors import OutputError
 from osunits.output import JOURNAL, MANIFEST, load_manifest, write_files
@@ -485,6 +486,44 @@ def test_decommission_removes_what_osunits_wrote_and_nothing_else(tmp_path: Path
     assert res.exit_code == 2 and "not a directory" in res.output
     assert r.invoke(app, ["generate", "-H", "cmp01", "-d", str(EXAMPLE), "--root",
                           str(root)]).exit_code == 0  # the root is free for any host now
+
+
+def test_files_in_absent_directories_are_not_looked_up_one_by_one(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    root = tmp_path / "root"
+    paths = [f"/{d}/{n}" for d in ("etc/a", "etc/a/sub", "etc/b", "etc/file", "etc/gone",
+                                    "etc/link", "var/lib/x/y") for n in ("1", "2", "3")]
+
+    def reads() -> tuple[list[object], int]:
+        calls = 0
+        real = os.lstat
+
+        def lstat(p: str) -> os.stat_result:
+            nonlocal calls
+            calls += 1
+            return real(p)
+
+        monkeypatch.setattr(os, "lstat", lstat)
+        lookups = output._Lookups(output._prefix(root))
+        got = [lookups.read(output._disk(output._prefix(root), p)) for p in paths]
+        monkeypatch.undo()
+        return got, calls
+
+    def expected() -> list[object]:
+        return [output._read_current(output._disk(output._prefix(root), p)) for p in paths]
+
+    got, calls = reads()  # a root not made yet: one lookup in all
+    assert got == expected() == [None] * len(paths) and calls == 1
+    (root / "etc/a").mkdir(parents=True)
+    (root / "etc/a/1").write_text("one")
+    (root / "etc/file").write_text("a file, not a directory")
+    (root / "etc/gone").symlink_to(tmp_path / "nowhere")
+    (root / "etc/link").symlink_to(root / "etc/a")
+    got, calls = reads()
+    assert got == expected()
+    assert got[0] is not None and got[0][0] == b"one" and got[15] == got[0]  # via etc/link
+    assert got[9] == (b"<a parent is not a directory>", 0)
+    assert calls == 13  # not in etc/a/sub, etc/gone and var/lib/x/y after their first
 
 
 def test_a_root_that_is_a_file_is_a_clear_error(tmp_path: Path) -> None:

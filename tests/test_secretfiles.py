@@ -1,8 +1,9 @@
-"""`osunits secrets generate|list`."""
+"""`osunits secrets generate|list`, and the bundled example reading its passwords with secret()."""
 
 from __future__ import annotations
 
 import os
+import shutil
 import stat
 from pathlib import Path
 
@@ -11,7 +12,11 @@ from typer.testing import CliRunner
 
 from osunits import generator
 from osunits.cli import app
-from tests.conftest import write_secret, write_tree
+from osunits.deployment import load_deployment
+from osunits.secretfiles import find_secret_uses
+from tests.conftest import EXAMPLE, write_secret, write_tree
+
+HOSTS = ["cmp01", "cmp02", "ctl01", "net01"]
 
 
 @pytest.fixture
@@ -170,3 +175,59 @@ def test_the_generator_reads_the_secrets_of_its_deployment(dep: Path, tmp_path: 
     db = root / "run/osunits/config/db/etc/db"
     assert db.read_text().endswith(f"pw = {(dep / 'secrets/db-root').read_text()}")
 
+
+# --- the bundled example -------------------------------------------------------------
+
+OLD_DEMO_VALUES = ["password = admin", "--bootstrap-password", "osunits-example-secret",
+                   "IDENTIFIED BY 'keystone'", "IDENTIFIED BY 'nova'", ":openstack@",
+                   "nova:nova@", "keystone:keystone@", "glance:glance@", "neutron:neutron@",
+                   "placement:placement@", "guest:guest"]
+
+
+def test_the_example_holds_no_password(tmp_path: Path, example_secrets: Path) -> None:
+    """Every credential of the example comes from a secret: its rendered files hold none
+    of the old demo values, and each secret's value appears where it is used."""
+    root = tmp_path / "root"
+    seen = set()
+    for host in HOSTS:
+        res = CliRunner().invoke(app, ["generate", "-H", host, "-d", str(EXAMPLE), "--root",
+                                       str(root / host), "--no-reload"])
+        assert res.exit_code == 0, res.output
+        for p in (root / host).rglob("*"):
+            if p.is_file() and not p.name.endswith(".pyc"):
+                text = p.read_text()
+                for old in OLD_DEMO_VALUES:
+                    assert old not in text, f"{p}: {old!r}"
+                seen.update(n for n in os.listdir(example_secrets)
+                            if (example_secrets / n).read_text().strip() in text)
+    assert seen == set(os.listdir(example_secrets))
+    names = find_secret_uses(load_deployment(EXAMPLE)).names
+    assert {"keystone-admin", "nova-db", "rabbitmq-openstack", "metadata-proxy"} <= set(names)
+
+
+def test_keystones_admin_password_is_not_on_its_command_line(example_secrets: Path,
+                                                              tmp_path: Path) -> None:
+    res = CliRunner().invoke(app, ["generate", "-H", "ctl01", "-d", str(EXAMPLE), "--root",
+                                   str(tmp_path), "--no-reload"])
+    assert res.exit_code == 0, res.output
+    nspawn = (tmp_path / "etc/systemd/nspawn/keystone.nspawn").read_text()
+    admin = (example_secrets / "keystone-admin").read_text().strip()
+    assert admin not in nspawn and "OS_BOOTSTRAP_PASSWORD=$(cat " in nspawn
+    # ... but in the file the command reads, root's alone on the host
+    pw = tmp_path / "var/lib/osunits/config/keystone/etc/keystone/osunits-admin-password"
+    assert pw.read_text() == admin + "\n" and stat.S_IMODE(pw.stat().st_mode) == 0o600
+
+
+def test_the_example_is_ready_after_secrets_generate(tmp_path: Path,
+                                                     monkeypatch: pytest.MonkeyPatch) -> None:
+    """What README's first command does: a fresh copy, `secrets generate`, check-deps."""
+    monkeypatch.delenv("OSUNITS_SECRETS_DIR", raising=False)
+    d = tmp_path / "example"
+    shutil.copytree(EXAMPLE, d, ignore=shutil.ignore_patterns("secrets"))
+    assert CliRunner().invoke(app, ["check-deps", "-d", str(d)]).exit_code == 1
+    code, out = _generate(d)
+    assert code == 0, out
+    assert sorted(os.listdir(d / "secrets")) == sorted(
+        find_secret_uses(load_deployment(d)).names)
+    res = CliRunner().invoke(app, ["check-deps", "-d", str(d)])
+    assert res.exit_code == 0, res.output

@@ -27,6 +27,7 @@ deps: system-deps $(BIN)/osunits
 # The main job on the bundled example: compile ctl01, verify the units, show the graph.
 demo: deps
 	rm -rf $(OUT)
+	$(BIN)/osunits secrets generate --deployment $(EXAMPLE)  # random passwords, made once
 	$(BIN)/osunits generate --host $(HOST) --deployment $(EXAMPLE) --root $(OUT)
 	cd $(OUT) && SYSTEMD_UNIT_PATH=$(CURDIR)/$(OUT)/etc/systemd/system: systemd-analyze verify \
 	    openstack.target $$(cd etc/systemd/system && ls -d *.service.d | sed 's/\.d$$//')

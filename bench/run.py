@@ -275,6 +275,9 @@ def main() -> None:
     cache_dir = work / "cache"
     os.environ["OSUNITS_CACHE_DIR"] = str(cache_dir)
     models = cache_dir / f"models-{__version__}"
+    # The example's passwords: this run's own, made once by the command an operator runs.
+    os.environ["OSUNITS_SECRETS_DIR"] = str(work / "secrets")
+    run_child([*CLI, "secrets", "generate", "--deployment", str(REPO / "examples" / "openstack")])
     print(f"osunits bench: {facts['cpus']} CPUs, Python {facts['python']}, work in {work}, "
           f"tmpfs {shm}", flush=True)
     cases: dict[str, Case] = {}

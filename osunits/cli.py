@@ -28,6 +28,7 @@ if TYPE_CHECKING:
     from osunits.output import Result
     from osunits.plan import HostPlan
     from osunits.rootfs.spec import Spec
+    from osunits.secretfiles import SecretUses
 
 app = typer.Typer(
     add_completion=False,
@@ -523,6 +524,61 @@ def rootfs_prune(root: RootOpt = Path("/"), cache: CacheOpt = None) -> None:
 
     for p in rootfs.prune(root=root, cache=cache):
         print(f"removed {p}")
+
+
+secrets_app = typer.Typer(help="The secret files config templates read with secret(NAME).",
+                          no_args_is_help=True)
+app.add_typer(secrets_app, name="secrets")
+
+
+def _secret_uses(deployment: Path | None) -> "tuple[Path, SecretUses]":
+    """The secrets directory of the deployment and what its templates read."""
+    from osunits.deployment import load_deployment, secrets_dir
+    from osunits.secretfiles import find_secret_uses
+
+    d = deployment_dir(deployment)
+    return secrets_dir(d), find_secret_uses(load_deployment(d))
+
+
+@secrets_app.command("generate")
+def secrets_generate(deployment: DeploymentOpt = None) -> None:
+    """Create every secret the templates read that does not exist yet, with a random
+    value (never changing one that exists); print the names, never the values."""
+    from osunits.secretfiles import generate_secrets
+
+    try:
+        sdir, uses = _secret_uses(deployment)
+        states = generate_secrets(sdir, uses.names)
+    except OsunitsError as e:
+        raise _fail(e) from None
+    for p in uses.problems:
+        print(p, file=sys.stderr)
+    for st in states:
+        print(st)
+    created = sum(st.status == "created" for st in states)
+    print(f"{sdir}: {created} created, {len(states) - created} already there", file=sys.stderr)
+    if uses.problems or not all(st.ok for st in states):
+        raise typer.Exit(1)
+
+
+@secrets_app.command("list")
+def secrets_list(deployment: DeploymentOpt = None) -> None:
+    """The secrets the templates read, whether each is there, and where it is used."""
+    from osunits.secretfiles import list_secrets
+
+    try:
+        sdir, uses = _secret_uses(deployment)
+        states = list_secrets(sdir, uses.names)
+    except OsunitsError as e:
+        raise _fail(e, writes=False) from None
+    width = max((len(st.name) for st in states), default=0)
+    for st in states:
+        print(f"{st.status:8} {st.name:<{width}}  {uses.names[st.name][0]}"
+              + (f": {st.why}" if st.why else ""))
+    for p in uses.problems:
+        print(p, file=sys.stderr)
+    if uses.problems or not all(st.ok for st in states):
+        raise typer.Exit(1)
 
 
 def main() -> None:

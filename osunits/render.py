@@ -7,6 +7,7 @@ refuses any printed value that did not pass through one of the filters of
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import os
 import re
@@ -149,6 +150,32 @@ class _Sandbox(jinja2.sandbox.ImmutableSandboxedEnvironment):
 
 _SECRET_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$")
 _SECRET_MAX = 4096
+SECRET_FUNCTION = "secret"  # the templates' global: osunits.secretfiles looks for its calls
+CREATE_SECRETS = "run `osunits secrets generate` to create the missing ones"
+
+
+def check_secret_name(name: object) -> str:
+    """``name`` if it can name a secret file (letters, digits, '_.-'; no path), else
+    ValueError: the one rule for secret() and `osunits secrets generate`."""
+    if not isinstance(name, str) or not _SECRET_NAME.match(name):
+        raise ValueError(f"secret({name!r}): not a secret name (letters, digits, '_.-')")
+    return name
+
+
+class MissingSecret(ValueError):
+    """A secret file that does not exist (`osunits secrets generate` makes it)."""
+
+
+def template_not_found(e: jinja2.TemplateNotFound, env: jinja2.Environment, directory: Path,
+                       where: Location | None) -> Problem:
+    close = closest(str(e.name), env.list_templates())
+    return Problem("T001", f"config template {e.name!r} not found in {directory}", where,
+                   "config.template", f"did you mean {close!r}?" if close else "")
+
+
+def template_syntax(e: jinja2.TemplateSyntaxError, path: Path) -> Problem:
+    return Problem("T002", f"template syntax error: {e.message}",
+                   Location(str(path), e.lineno or 0), "config.template")
 
 
 class ConfigRenderer:
@@ -170,7 +197,7 @@ class ConfigRenderer:
             keep_trailing_newline=True,
             autoescape=False,
         )
-        self.env.globals["secret"] = self._secret
+        self.env.globals[SECRET_FUNCTION] = self._secret
 
     def _masked(self, text: str) -> str:
         """``text`` (an error) without any secret's value: an error may quote one."""
@@ -179,13 +206,14 @@ class ConfigRenderer:
         return text
 
     def _secret(self, name: str) -> str:
-        if not isinstance(name, str) or not _SECRET_NAME.match(name):
-            raise ValueError(f"secret({name!r}): not a secret name (letters, digits, '_.-')")
+        check_secret_name(name)
         if self.secrets_dir is None:
             raise ValueError(f"secret({name!r}): this deployment has no secrets directory")
         path = self.secrets_dir / name
         try:  # O_NONBLOCK: a fifo must not hang the run (it is refused below)
             fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC | os.O_NONBLOCK)
+        except FileNotFoundError as e:
+            raise MissingSecret(f"secret({name!r}): {path}: {e.strerror}") from None
         except OSError as e:
             raise ValueError(f"secret({name!r}): {path}: {e.strerror}") from None
         try:
@@ -209,14 +237,11 @@ class ConfigRenderer:
         try:
             return self.env.get_template(name).render(**context)
         except jinja2.TemplateNotFound as e:
-            close = closest(str(e.name), self.env.list_templates())
-            raise DeploymentError([Problem(
-                "T001", self._masked(f"config template {e.name!r} not found in {self.dir}"),
-                where, "config.template", f"did you mean {close!r}?" if close else "")]) from None
+            p = template_not_found(e, self.env, self.dir, where)
+            raise DeploymentError([dataclasses.replace(p, message=self._masked(p.message))]
+                                  ) from None
         except jinja2.TemplateSyntaxError as e:
-            raise DeploymentError([Problem(
-                "T002", f"template syntax error: {e.message}",
-                Location(str(self.dir / name), e.lineno or 0), "config.template")]) from None
+            raise DeploymentError([template_syntax(e, self.dir / name)]) from None
         except Exception as e:  # noqa: BLE001 - a template is code: whatever it raises
             # (1 // 0, a bad format, an undefined name) is the template's error, not a crash
             line = _template_line(e, self.dir / name)
@@ -224,10 +249,13 @@ class ConfigRenderer:
                                             ValueError)) else (
                 f"{type(e).__name__}: {e}")
             what = self._masked(what)
+            hints = [CREATE_SECRETS] if isinstance(e, MissingSecret) else []
+            if line and where:
+                hints.append(f"used at {where}")
             raise DeploymentError([Problem(
                 "T003", f"cannot render {name}: {what}",
                 Location(str(self.dir / name), line) if line else where, "config.template",
-                hint=f"used at {where}" if line and where else "")]) from None
+                hint="; ".join(hints))]) from None
 
 
 def _template_line(e: BaseException, path: Path) -> int:

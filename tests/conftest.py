@@ -21,6 +21,31 @@ def _private_cache(tmp_path_factory: pytest.TempPathFactory) -> None:
     os.environ["OSUNITS_CACHE_DIR"] = str(tmp_path_factory.mktemp("cache"))
 
 
+def write_secret(directory: Path, name: str, value: str) -> Path:
+    """A secret file as secret() wants it: one line, the user's own, mode 0600."""
+    directory.mkdir(mode=0o700, parents=True, exist_ok=True)
+    path = directory / name
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(fd, "w") as f:
+        f.write(value + "\n")
+    return path
+
+
+@pytest.fixture(autouse=True, scope="session")
+def example_secrets(_private_cache: None, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Fixed values for every secret the bundled example reads, in $OSUNITS_SECRETS_DIR:
+    its generated files stay the same from run to run (tests/golden)."""
+    from osunits.deployment import load_deployment
+    from osunits.secretfiles import find_secret_uses
+
+    directory = tmp_path_factory.mktemp("secrets")
+    directory.chmod(0o700)
+    for name in find_secret_uses(load_deployment(EXAMPLE)).names:
+        write_secret(directory, name, f"example-{name}-value")
+    os.environ["OSUNITS_SECRETS_DIR"] = str(directory)
+    return directory
+
+
 @pytest.fixture
 def update_golden(request: pytest.FixtureRequest) -> bool:
     return bool(request.config.getoption("--update-golden"))

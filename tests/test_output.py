@@ -17,7 +17,7 @@ from osunits.cli import app
 from osunits.errors import OutputError
 from osunits.output import JOURNAL, MANIFEST, load_manifest, write_files
 from osunits.plan import PlannedFile
-from tests.conftest import EXAMPLE, REPO, snapshot, write_tree
+from tests.conftest import EXAMPLE, REPO, snapshot, write_secret, write_tree
 
 
 def pf(path: str, text: str = "", link: str = "") -> PlannedFile:
@@ -418,33 +418,33 @@ def test_hosts_file_is_live_for_the_init_and_bound_as_of_the_start_for_a_booted_
 
 
 def test_diff_names_a_file_holding_a_secret_but_never_shows_it(
-        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, example_secrets: Path) -> None:
     import shutil
 
     dep = tmp_path / "dep"
     shutil.copytree(EXAMPLE, dep)
-    tmpl = dep / "templates/glance/glance-api.conf.j2"
-    tmpl.write_text(tmpl.read_text() + "[secrets]\ndb = {{ secret('glance-db') | urlencode }}\n")
+    # horizon's settings hold no secret in the example: this test's alone
+    tmpl = dep / "templates/horizon/local_settings.py.j2"
+    tmpl.write_text(tmpl.read_text() + "DB = '{{ secret('test-db') | urlencode }}'\n")
     monkeypatch.setenv("OSUNITS_SECRETS_DIR", str(tmp_path / "vault"))
-    (tmp_path / "vault").mkdir(mode=0o700)
-    pw = tmp_path / "vault/glance-db"
-    pw.write_text("first-PASS@WORD\n")
-    pw.chmod(0o600)
+    shutil.copytree(example_secrets, tmp_path / "vault")
+    pw = write_secret(tmp_path / "vault", "test-db", "first-PASS@WORD")
     r = CliRunner()
     gen = ["generate", "-H", "ctl01", "-d", str(dep), "--root", str(tmp_path / "root")]
     assert r.invoke(app, gen).exit_code == 0
     pw.write_text("second-PASS@WORD\n")
     res = r.invoke(app, [*gen, "--diff"])
     assert res.exit_code == 1
-    assert "glance-api.conf\n(holds secrets: not shown)" in res.output
+    assert "local_settings.py\n(holds secrets: not shown)" in res.output
     assert "PASS" not in res.output  # neither the old value nor the new, raw or encoded
-    config = tmp_path / "root/var/lib/osunits/config/glance-api/etc/glance/glance-api.conf"
-    assert "db = first-PASS%40WORD" in config.read_text()
+    config = tmp_path / "root/var/lib/osunits/config/horizon/etc/openstack-dashboard/" \
+        "local_settings.py"
+    assert "DB = 'first-PASS%40WORD'" in config.read_text()
     # the world-readable drop-in's config hash does not change with the secret
-    dropin = "etc/systemd/system/systemd-nspawn@glance-api.service.d/50-osunits.conf"
+    dropin = "etc/systemd/system/systemd-nspawn@horizon.service.d/50-osunits.conf"
     assert dropin not in res.output
     # a template that stops using secret(): its old lines held one, so still not shown
-    tmpl.write_text(tmpl.read_text().replace("{{ secret('glance-db') | urlencode }}", "none"))
+    tmpl.write_text(tmpl.read_text().replace("{{ secret('test-db') | urlencode }}", "none"))
     res = r.invoke(app, [*gen, "--diff"])
     assert "(holds secrets: not shown)" in res.output and "PASS" not in res.output
     assert config.stat().st_mode & 0o777 == 0o600

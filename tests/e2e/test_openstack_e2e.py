@@ -39,9 +39,15 @@ def images_root() -> Path:
     return root
 
 
-def test_the_example_controller_starts_for_real(images_root: Path) -> None:
+def test_the_example_controller_starts_for_real(images_root: Path, tmp_path: Path) -> None:
+    # Passwords as an operator gets them: random, from `secrets generate`; the services
+    # reach mariadb and keystone only if every template agrees on them.
+    env = {"OSUNITS_IMAGES_ROOT": str(images_root),
+           "OSUNITS_SECRETS_DIR": str(tmp_path / "secrets")}
+    res = CliRunner().invoke(app, ["secrets", "generate", "-d", str(EXAMPLE)], env=env)
+    assert res.exit_code == 0 and "created  keystone-admin" in res.output, res.output
     res = CliRunner().invoke(app, ["try", "-H", "ctl01", "-d", str(EXAMPLE), "--timeout", "600"],
-                             env={"OSUNITS_IMAGES_ROOT": str(images_root)})
+                             env=env)
     assert res.exit_code == 0, res.output
     for svc in CTL01:
         assert f"ok done       {svc}" in res.output

@@ -19,13 +19,15 @@ import typer
 import typer.core
 
 from osunits.deployment import deployment_dir, this_host
-from osunits.errors import DeploymentError, OsunitsError, Problem
+from osunits.errors import DeploymentError, OsunitsError, OutputError, Problem
 
 # typer before 0.21.1 escapes "[default: ...]" as rich markup ("\[default: /]") whenever rich
 # is importable, even with rich_markup_mode=None; we never use rich, so tell typer it is absent.
 typer.core.HAS_RICH = False
 if TYPE_CHECKING:
-    from osunits.output import Result
+    from collections.abc import Callable
+
+    from osunits.output import Change, FileChange, Result
     from osunits.plan import HostPlan
     from osunits.rootfs.spec import Spec
     from osunits.secretfiles import SecretUses
@@ -91,8 +93,11 @@ def generate(
         d = deployment_dir(deployment)
         dep = load_deployment(d)
         plan = plan_host(dep, *default_host(host, d))
+        live = bus is not None or (root.resolve() == Path("/")
+                                   and os.path.isdir("/run/systemd/system"))
         result = write_files(root, plan.files, host=plan.host, dry_run=dry_run or diff,
-                             adopt=adopt, inventory=frozenset(h.name for h in dep.hosts))
+                             adopt=adopt, inventory=frozenset(h.name for h in dep.hosts),
+                             vet=_running_must_not_leave(bus) if live else None)
     except OsunitsError as e:
         raise _fail(e) from None
     # Reload before printing anything: printing may end the process (a closed pipe).
@@ -127,23 +132,76 @@ def _say_what_running_services_need(plan: "HostPlan", result: "Result") -> None:
     """Files are written, but a running container reads its configuration at start, and a
     service taken off the host keeps running: say which, and the command."""
     from osunits.output import Change
-    from osunits.plan import INSTALLED
     from osunits.systemd.units import unit_of
 
-    nspawn = INSTALLED.nspawn.parts  # a path's parent compared as parts: not made per change
-    new = {c.path.stem for c in result.changes
-           if c.change is Change.ADD and c.path.parts[:-1] == nspawn}  # not running yet
+    new = set(_machines(result.changes, Change.ADD))  # not running yet
     updated = [c.path for c in result.changes if c.change is Change.UPDATE]
     by_path = {f.path: f for f in plan.files} if updated else {}
     restart = sorted({s for p in updated for s in by_path[p].services} - new)
-    gone = sorted(c.path.stem for c in result.changes
-                  if c.change is Change.REMOVE and c.path.parts[:-1] == nspawn)
+    gone = _machines(result.changes, Change.REMOVE)
     if restart:
         print(f"note: running services see the changes after a restart: osunits restart "
               f"{' '.join(restart)}", file=sys.stderr)
     if gone:
         print(f"note: {', '.join(gone)} left this host; a running container stops only when "
               f"told to: systemctl stop {' '.join(unit_of(g) for g in gone)}", file=sys.stderr)
+
+
+def _machines(changes: "list[FileChange]", change: "Change") -> list[str]:
+    """The services whose ``.nspawn`` file ``changes`` add (or remove...)."""
+    from osunits.plan import INSTALLED
+
+    nspawn = INSTALLED.nspawn.parts  # a path's parent compared as parts: not made per change
+    return sorted(c.path.stem for c in changes
+                  if c.change is change and c.path.parts[:-1] == nspawn)
+
+
+RUNNING = ("active", "activating", "deactivating", "reloading")
+
+
+def _running_must_not_leave(bus: str | None) -> "Callable[[list[FileChange]], None]":
+    """Refuse to remove the units of a service that runs: systemd would keep it running
+    without them, and stopping it then skips their ExecStop= (its network namespace and
+    veth, holding its address on the bridge, would stay until reboot)."""
+    from osunits.output import Change
+
+    def vet(changes: "list[FileChange]") -> None:
+        from osunits.systemd.units import unit_of
+
+        gone = _machines(changes, Change.REMOVE)
+        states = _active_states(bus, [unit_of(g) for g in gone])
+        running = [g for g, state in zip(gone, states, strict=True) if state in RUNNING]
+        if running:
+            raise OutputError(
+                f"{', '.join(running)} would leave this host while running: stop "
+                f"{'it' if len(running) == 1 else 'them'} first (osunits stop "
+                f"{' '.join(running)}), so that {'its' if len(running) == 1 else 'their'} "
+                "units can tear down what they set up; nothing was written")
+
+    return vet
+
+
+def _active_states(bus: str | None, units: list[str]) -> list[str]:
+    """ActiveState of each unit ("unknown" when systemd cannot be asked: the note after the
+    write still says to stop them)."""
+    if not units:
+        return []
+    try:
+        from osunits.runtime import Systemd
+
+        with Systemd(bus) as sd:
+            return [str(sd.properties(u)["ActiveState"]) for u in units]
+    except ImportError:  # pystemd is optional for generate: ask systemctl
+        import subprocess
+
+        if bus is not None:
+            return ["unknown"] * len(units)
+        res = subprocess.run(["systemctl", "show", "-p", "ActiveState", "--value", *units],
+                             capture_output=True, text=True, check=False)
+        states = res.stdout.split()
+        return states if len(states) == len(units) else ["unknown"] * len(units)
+    except Exception:  # noqa: BLE001 - no bus, no systemd: not a reason to refuse
+        return ["unknown"] * len(units)
 
 
 def _daemon_reload(bus: str | None) -> None:

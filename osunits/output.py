@@ -28,7 +28,7 @@ import hashlib
 import json
 import os
 import stat
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from enum import StrEnum
 from pathlib import Path, PurePosixPath
@@ -291,8 +291,11 @@ def render_diff(changes: list[FileChange], hide: frozenset[str] = frozenset()) -
 
 def write_files(root: Path, files: tuple[PlannedFile, ...], *, host: str = "",
                 dry_run: bool = False, adopt: bool = False,
-                inventory: frozenset[str] = frozenset(), layout: Layout = INSTALLED) -> Result:
-    """Make the files under ``root`` exactly ``files``, ``host``'s (osunits' own files only)."""
+                inventory: frozenset[str] = frozenset(), layout: Layout = INSTALLED,
+                vet: Callable[[list[FileChange]], None] | None = None) -> Result:
+    """Make the files under ``root`` exactly ``files``, ``host``'s (osunits' own files only).
+    ``vet`` sees the changes under the lock, before anything is written, and may refuse
+    them by raising OutputError."""
     if os.path.lexists(root) and not root.is_dir():
         raise OutputError(f"{root}: not a directory; nothing was written")
     if dry_run:
@@ -305,7 +308,7 @@ def write_files(root: Path, files: tuple[PlannedFile, ...], *, host: str = "",
             plan_changes(root, files, layout.manifest, host=host, dry_run=True, adopt=adopt,
                          inventory=inventory)
     with _locked(lock):
-        return _write_files(root, files, host, False, adopt, inventory, layout)
+        return _write_files(root, files, host, False, adopt, inventory, layout, vet)
 
 
 @contextlib.contextmanager
@@ -324,10 +327,13 @@ def _locked(path: Path) -> Iterator[None]:
 
 
 def _write_files(root: Path, files: tuple[PlannedFile, ...], host: str, dry_run: bool,
-                 adopt: bool, inventory: frozenset[str], layout: Layout) -> Result:
+                 adopt: bool, inventory: frozenset[str], layout: Layout,
+                 vet: Callable[[list[FileChange]], None] | None = None) -> Result:
     recovered = not dry_run and _on_disk(root, _journal_of(layout.manifest)).exists()
     changes, before = plan_changes(root, files, layout.manifest, host=host, dry_run=dry_run,
                                    adopt=adopt, inventory=inventory)
+    if vet is not None:
+        vet(changes)
     secrets = _secrets(files)
     result = Result(changes, written=recovered,  # a completed interrupted run needs a reload
                     secret_paths=before.secrets | secrets)

@@ -275,3 +275,34 @@ def test_generate_asks_systemd_to_reload(fast: Testbed, sd: Systemd, tmp_path: P
         res = CliRunner().invoke(app, ["generate", "-H", "t1", "-d", str(FAST), "--root",
                                        str(root), "--bus", fast.bus_address.decode()])
         assert res.exit_code == 0, res.output
+
+
+def test_generate_refuses_to_remove_a_running_services_units(
+        fast: Testbed, sd: Systemd, tmp_path: Path) -> None:
+    """Units removed under a running container are lost to systemd: stopping it later
+    would skip their ExecStop= and leave its network namespace and veth behind."""
+    dep = tmp_path / "dep"
+    shutil.copytree(FAST, dep)
+    (dep / "services/worker.yaml").unlink()
+    y = dep / "deployment.yaml"
+    y.write_text(y.read_text().replace("[db, api, cache, worker]", "[db, api, cache]"))
+    gen = ["generate", "-H", "t1", "-d", str(dep), "--root", str(fast.root),
+           "--bus", fast.bus_address.decode()]
+    assert cli(fast, "start", "worker")[0] == 0
+    nspawn = fast.root / "etc/systemd/nspawn/worker.nspawn"
+    before = nspawn.read_bytes()
+    try:
+        res = CliRunner().invoke(app, gen)
+        assert res.exit_code == 2, res.output
+        assert ("worker would leave this host while running: stop it first (osunits stop "
+                "worker)") in res.output
+        assert nspawn.read_bytes() == before
+        assert cli(fast, "stop", "worker")[0] == 0
+        res = CliRunner().invoke(app, gen)
+        assert res.exit_code == 0, res.output
+        assert not nspawn.exists()
+        assert "osunits-worker" not in fast.run(["/sbin/ip", "netns", "list"]).stdout
+    finally:
+        res = CliRunner().invoke(app, ["generate", "-H", "t1", "-d", str(FAST), "--root",
+                                       str(fast.root), "--bus", fast.bus_address.decode()])
+        assert res.exit_code == 0, res.output

@@ -27,6 +27,7 @@ from osunits.network import allocate, check_network, listen_address
 from osunits.systemd.units import is_unit
 
 READY_PORT = 7480  # osunits-ready.socket: answers whether a service on this host is active
+READY_UNIT = "osunits-ready"
 
 
 @dataclass(frozen=True, slots=True)
@@ -340,8 +341,11 @@ def _check_host(dep: Deployment, h: Host, placement: dict[str, tuple[str, ...]],
 
 def _check_conflicts(h: Host, problems: list[Problem]) -> None:
     # Host ports: published ports and ports bound in the host's own namespace.
-    # (port, protocol) → [(address, service)]: "" is every address, so it clashes with all
-    taken: dict[tuple[int, Protocol], list[tuple[str, str]]] = {}
+    # (port, protocol) → [(address, service)]: "" is every address, so it clashes with all.
+    # The readiness endpoint's port is osunits' own on every host (which services other
+    # hosts' gates ask about changes with the deployment).
+    taken: dict[tuple[int, Protocol], list[tuple[str, str]]] = {
+        (READY_PORT, Protocol.TCP): [(h.address, f"osunits' readiness endpoint ({READY_UNIT}.socket)")]}
     for s in h.services:
         binds: list[tuple[str, int, Protocol, str]] = [
             (p.address, p.host_port, p.protocol, "publishes") for p in s.publish]
@@ -355,7 +359,9 @@ def _check_conflicts(h: Host, problems: list[Problem]) -> None:
                 problems.append(Problem(
                     "C006", f"{s.name} {verb} host port {port}/{proto} on {h.name}, as "
                     f"{clash[0]} does", s.loc_of(key), key,
-                    hint="give one of them another host port" + (
+                    hint=(f"port {READY_PORT} is osunits' own on every host: use another"
+                          if h.service(clash[0]) is None
+                          else "give one of them another host port") + (
                         "" if key == "publish" else ", or a private network")))
             if (addr, s.name) not in holders:
                 holders.append((addr, s.name))

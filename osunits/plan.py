@@ -30,6 +30,7 @@ from osunits.deployment import DEPLOYMENT_FILE, TEMPLATES_DIR, secrets_dir
 from osunits.errors import DeploymentError, Problem, Severity
 from osunits.graph import (
     READY_PORT,
+    READY_UNIT,
     CrossHostEdge,
     HostGraph,
     check_deployment,
@@ -65,7 +66,6 @@ CONFIG_CONTAINER_PATH = str(CONTAINER_OWN / "config")  # the init copies files f
 HOSTS_CONTAINER_DIR = str(CONTAINER_OWN / "hosts")
 INIT_SOURCE = Path(__file__).parent / "container" / "init.py"
 BRIDGE_UNIT = "osunits-bridge.service"
-READY_UNIT = "osunits-ready"
 NAT_TABLE = "osunits"
 PROXYD = "/lib/systemd/systemd-socket-proxyd"
 

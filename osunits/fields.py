@@ -595,7 +595,8 @@ SERVICE_FIELDS: tuple[Field, ...] = (
     Field("address", parse_ipv4, "", "Fixed address on the host bridge (default: allocated).",
           {"type": "string", "format": "ipv4"}),
     Field("config", list_of(parse_config_file), (), "Config files: jinja2 templates from the "
-          "deployment's templates/, rendered per host, mounted read-only at path.",
+          "deployment's templates/, rendered per host, installed at path (copied in at each "
+          "start; bound read-only when boot).",
           {"type": "array", "items": {"type": "object", "properties": {
               "template": {"type": "string"}, "path": {"type": "string", "pattern": "^/"},
               "mode": {"type": ["string", "integer"]}},

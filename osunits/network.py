@@ -29,6 +29,14 @@ def veth_name(service: str) -> str:
     return f"vo-{service[:6]}{zlib.crc32(service.encode()) & 0xFFFFFF:06x}"
 
 
+def mac_of(address: str) -> str:
+    """The MAC of a service's side of its veth: locally administered, and fixed by its
+    address as the address is by its name.  A random one at each start left the
+    neighbour entries of running peers (and the host's) pointing at the old MAC, and
+    the service unreachable until they expired (about 50 s)."""
+    return "02:6f:" + ":".join(f"{b:02x}" for b in IPv4Address(address).packed)
+
+
 def listen_address(address: str, port: int) -> str:
     """A socket unit's ``ListenStream=`` for one address: ``ADDR:PORT``, IPv6 in brackets
     (systemd.socket(5))."""

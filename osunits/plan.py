@@ -47,7 +47,7 @@ from osunits.model import (
     NetworkMode,
     Service,
 )
-from osunits.network import listen_address, netns_name, veth_name
+from osunits.network import listen_address, mac_of, netns_name, veth_name
 from osunits.render import ConfigRenderer, render_text, render_unit
 from osunits.systemd.escape import EscapeError
 from osunits.systemd.units import TARGET, is_unit, unit_of
@@ -419,6 +419,7 @@ def _plan_service(dep: Deployment, host: Host, svc: Service, renderer: ConfigRen
         files.append(PlannedFile(layout.units / unit, render_unit(
             "netns.service.j2", svc=svc.name, host=host.name, source=source, target=TARGET,
             cidr=f"{address}/{dep.network.subnet.prefixlen}", bridge=dep.network.bridge,
+            mac=mac_of(address),
             bridge_unit=BRIDGE_UNIT, netns=netns_name(svc.name), veth=veth_name(svc.name),
             gateway=str(dep.network.gateway)).encode(), source=source, services=(svc.name,)))
         for p in svc.publish:

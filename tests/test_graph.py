@@ -61,3 +61,26 @@ def test_a_host_unit_is_a_dependency_systemd_orders_on(tmp_path: Path) -> None:
         bad.write_text(text.replace("virtqemud.service", unit))
         with pytest.raises(DeploymentError, match=f"'{re.escape(unit)}' {said}"):
             load_deployment(dep_dir)
+
+
+def test_a_services_mac_is_fixed_by_its_address() -> None:
+    """A restarted namespace keeps its MAC, so running peers' neighbour entries stay right."""
+    from osunits.network import mac_of
+    from osunits.plan import plan_host
+
+    dep = load_deployment(EXAMPLE)
+    plan = plan_host(dep, "ctl01")
+    macs = {}
+    for f in plan.files:
+        if f.path.name.startswith("osunits-net-"):
+            text = f.content.decode()
+            mac = re.search(r"host0 address (\S+) netns", text)
+            addr = re.search(r"addr add ([\d.]+)/", text)
+            assert mac and addr, text
+            macs[addr.group(1)] = mac.group(1)
+    assert len(macs) == len(plan.graph.addresses) == len(set(macs.values())) > 5
+    for addr, mac in macs.items():
+        assert mac == mac_of(addr)
+        first = int(mac.split(":")[0], 16)
+        assert first & 0b10 and not first & 0b01  # locally administered, unicast
+    assert mac_of("10.213.0.2") != mac_of("10.213.0.3")

@@ -199,12 +199,16 @@ def test_published_port_follows_its_container(lab: dict[str, Testbed]) -> None:
     a = lab["a"]
     bus = ["--bus", a.bus_address.decode()]
     assert CliRunner().invoke(cli_app, ["start", *bus]).exit_code == 0
+    mac = ["/sbin/ip", "-n", "osunits-web2", "-br", "link", "show", "host0"]
+    before = a.run(mac).stdout.split()[2]
     assert CliRunner().invoke(cli_app, ["stop", "web2", *bus]).exit_code == 0
     for _ in range(2):  # a connection while stopped must not break the port for later
         res = a.run([*FETCH, "http://127.0.0.1:8082/"], check=False)
         assert res.returncode != 0 and "Connection refused" in res.stderr
     assert CliRunner().invoke(cli_app, ["start", "web2", *bus]).exit_code == 0
     assert a.run([*FETCH, "http://127.0.0.1:8082/"]).stdout.strip() == "web2 on a"
+    # a new namespace, the same MAC: the peers' neighbour entries still hold
+    assert a.run(mac).stdout.split()[2] == before and before.startswith("02:6f:")
     for verb in ("start", "why"):
         res = CliRunner().invoke(cli_app, [verb, "nope", *bus])
         assert res.exit_code == 2 and "not a service of this host: nope" in res.output

@@ -22,6 +22,7 @@ from osunits.plan import ROOTFS_DIR, plan_host
 from osunits.testbed import HOST_IMAGE, Testbed, available
 
 Print = Callable[[str], None]
+WhileUp = Callable[[Testbed], None]
 
 
 class RehearsalError(OsunitsError):
@@ -50,7 +51,14 @@ def image_binds(dep: Deployment, host: str, images_root: Path) -> list[str]:
 
 
 def rehearse(dep: Deployment, host: str, *, out: Print, timeout: float = 600,
-             gate_timeout: int = 10, images_root: Path = Path("/")) -> bool:
+             gate_timeout: int = 10, images_root: Path = Path("/"),
+             while_up: WhileUp | None = None) -> bool:
+    """Start HOST in a test host, report, stop and remove it; True if every start job did.
+
+    while_up: called with the test host once every service is ready (not after a failed
+    start), before anything stops: checks that need the services running (a test's
+    authenticated API calls).  What it raises comes out of rehearse after the teardown.
+    """
     why = available()
     if why:
         raise RehearsalError(f"cannot boot a throwaway systemd host: {why}")
@@ -87,8 +95,13 @@ def rehearse(dep: Deployment, host: str, *, out: Print, timeout: float = 600,
                     out(f"osunits: {e}")
                     ok = False
                 out(control.format_status(control.status(sd)))
-                stop_t = time.monotonic()
-                stopped = control.run_verb(sd, "stop", [], timeout=120, out=lambda s: None)
+                try:
+                    if ok and while_up is not None:
+                        while_up(tb)
+                finally:
+                    stop_t = time.monotonic()
+                    stopped = control.run_verb(sd, "stop", [], timeout=120,
+                                               out=lambda s: None)
             out(f"stopped all in {time.monotonic() - stop_t:.1f} s"
                 + ("" if stopped.ok else ": " + ", ".join(
                     service_of(u) for u in stopped.failed)))

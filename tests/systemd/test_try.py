@@ -69,3 +69,30 @@ def test_try_names_missing_images(tmp_path: Path) -> None:
     assert res.exit_code == 2
     assert "root filesystems not built on this machine: not-built-here" in res.output
     assert "osunits rootfs build not-built-here" in res.output
+
+
+def test_rehearse_runs_while_up_with_the_services_ready_then_stops(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    _skip_without_testbed()
+    log = log_calls(monkeypatch)
+    from osunits.deployment import load_deployment
+    from osunits.rehearse import rehearse
+    from osunits.testbed import Testbed
+
+    seen: list[str] = []
+
+    def while_up(tb: Testbed) -> None:
+        seen.append(tb.systemctl("is-active", "systemd-nspawn@api.service",
+                                 check=False).stdout.strip())
+        raise RuntimeError("a check failed")
+
+    lines: list[str] = []
+    with pytest.raises(RuntimeError, match="a check failed"):
+        rehearse(load_deployment(FAST), "t1", out=lines.append, while_up=while_up)
+    assert seen == ["active"]
+    # what it raised did not skip the stop nor the teardown
+    assert [args for _path, args in log.of(log.connections[0], b"EnqueueUnitJob")] == [
+        (b"openstack.target", b"start", b"replace"), (b"openstack.target", b"stop", b"replace")]
+    assert "removed" in lines[-1]
+    from osunits.testbed import leftovers
+    assert not leftovers(lines[0].split("test host ", 1)[1].split()[0])

@@ -86,7 +86,7 @@ def rehearse(dep: Deployment, host: str, *, out: Print, timeout: float = 600,
                 except TimeoutError as e:
                     out(f"osunits: {e}")
                     ok = False
-                out(control.format_status(control.status(sd)))
+                out(control.format_status(control.status(sd, tb.bus_address.decode())))
                 stop_t = time.monotonic()
                 stopped = control.run_verb(sd, "stop", [], timeout=120, out=lambda s: None)
             out(f"stopped all in {time.monotonic() - stop_t:.1f} s"

@@ -428,9 +428,10 @@ def status(bus: BusOpt = None,
     from osunits import control
 
     with _systemd(bus) as sd:
-        st = control.status(sd)
+        st = control.status(sd, bus)
     print(json.dumps(st, indent=2, sort_keys=True) if as_json else control.format_status(st))
-    if st["active"] != "active" or any(r["active"] != "active" for r in st["services"]):
+    if (st["active"] != "active" or not st["services"] or st["generator"]
+            or any(r["active"] != "active" for r in st["services"])):
         raise typer.Exit(1)
 
 

@@ -16,7 +16,14 @@ from dataclasses import dataclass
 from typing import Any
 
 from osunits.runtime import JOB_OK, SERVICE, UNIT, JobEnd, Systemd
-from osunits.systemd.units import TARGET, UNIT_PREFIX, journal_args, service_of, unit_of
+from osunits.systemd.units import (
+    TARGET,
+    UNIT_PREFIX,
+    journal_args,
+    root_of,
+    service_of,
+    unit_of,
+)
 
 Print = Callable[[str], None]
 _NO_VALUE = (1 << 64) - 1  # systemd's "unset" for unsigned properties
@@ -142,7 +149,9 @@ def _mem(v: int | None) -> str:
     return f"{v:.1f}T"
 
 
-def status(sd: Systemd) -> dict[str, Any]:
+def status(sd: Systemd, address: str | None = None) -> dict[str, Any]:
+    """The target and its services; ``address``: the bus ``sd`` reached (None: the system
+    bus), for the generator's errors file on that systemd's root."""
     target = sd.properties(TARGET)
     rows = []
     for unit in sd.target_members(TARGET, target):
@@ -167,11 +176,54 @@ def status(sd: Systemd) -> dict[str, Any]:
         })
     return {"target": TARGET, "active": target.get("ActiveState"),
             "sub": target.get("SubState"), "since": _ts(target.get("StateChangeTimestamp", 0)),
-            "services": rows}
+            "services": rows, "generator": generator_failure(sd, target, root_of(address))}
+
+
+def generator_failure(sd: Systemd, target: dict[str, Any], root: str | None
+                      ) -> dict[str, Any] | None:
+    """What the generator's last run left, if it failed: the target requires its failure
+    unit then, and it is the last good one (with the generator's drop-in) or a stand-in.
+    None when it did not fail, or the target is not the generator's."""
+    from osunits.generator import ERRORS_FILE, FAILED_UNIT, TARGET_DROPIN
+
+    if FAILED_UNIT not in target.get("Requires", []):
+        return None
+    kept = any(p.endswith(f".d/{TARGET_DROPIN}") for p in target.get("DropInPaths", []))
+    errors: list[str] = []
+    if root is not None:
+        try:
+            with open(f"{root.rstrip('/')}{ERRORS_FILE}") as f:
+                errors = f.read().splitlines()
+        except OSError as e:  # root's alone: say where, and show the unit's summary
+            errors = [f"({ERRORS_FILE}: {e.strerror})"]
+    if not errors or errors[0].startswith("("):
+        errors.append(sd.properties(FAILED_UNIT).get("Description", ""))
+    return {"units": "last-good" if kept else "stand-in", "errors": errors,
+            "errors_file": str(ERRORS_FILE), "failed_unit": FAILED_UNIT}
+
+
+STATUS_ERROR_LINES = 5  # of the generator's errors: the rest are in its file
 
 
 def format_status(st: dict[str, Any]) -> str:
     lines = [f"{st['target']}: {st['active']} ({st['sub']}) since {st['since']}"]
+    gen = st.get("generator")
+    if gen:
+        lines.append("osunits generator: its last run FAILED (the deployment has errors): "
+                     + ("these are the last good units, kept from an earlier run since boot; "
+                        "the deployment's changes since are not applied"
+                        if gen["units"] == "last-good" else
+                        f"no services were generated; {st['target']} is a stand-in that fails"))
+        errors = gen["errors"]
+        lines += [f"  {e}" for e in errors[:STATUS_ERROR_LINES]]
+        if len(errors) > STATUS_ERROR_LINES:
+            lines.append(f"  ... {len(errors) - STATUS_ERROR_LINES} more line(s) in "
+                         f"{gen['errors_file']}")
+        lines.append("fix the deployment, then `systemctl daemon-reload` "
+                     f"(the errors: `journalctl -u {gen['failed_unit']}`)")
+    if not st["services"]:
+        lines.append(f"no services: {st['target']} wants none")
+        return "\n".join(lines)
     hdr = (f"{'SERVICE':<26} {'STATE':<20} {'SINCE':<20} {'ADDRESS':<15} {'PID':>7} "
            f"{'MEMORY':>8} {'RESTARTS':>8}  READINESS")
     lines.append(hdr)

@@ -359,7 +359,7 @@ def _write(root: Path, files: tuple[PlannedFile, ...], changes: list[FileChange]
     prefix = _prefix(root)
     finals = [_disk(prefix, c.path) for c in to_stage]
     temps = [_tmp_name(final) for final in finals]
-    _write_json(journal_path, {"state": "staging", "temps": temps})
+    write_json(journal_path, {"state": "staging", "temps": temps})
     # Durable before any temp file exists, so that a crash cannot leave temp files the
     # next run does not know to remove (they may be on another file system).
     _sync([str(journal_path.parent)])
@@ -370,7 +370,7 @@ def _write(root: Path, files: tuple[PlannedFile, ...], changes: list[FileChange]
     _sync([os.path.dirname(tmp) for tmp, _ in staged])
     removals = [_disk(prefix, c.path) for c in changes if c.change is Change.REMOVE]
     new_manifest = {str(f.path): f.digest for f in files}
-    _write_json(journal_path, {"state": "committing", "renames": staged, "removals": removals,
+    write_json(journal_path, {"state": "committing", "renames": staged, "removals": removals,
                                "manifest": new_manifest, "host": host, "secrets": secrets})
     _sync([str(journal_path.parent)])  # the commit record durable before the first rename
     _commit(root, staged, removals, new_manifest, host, secrets, layout.manifest)
@@ -416,7 +416,7 @@ def _commit(root: Path, renames: list[tuple[str, str]] | list[list[str]], remova
             p.unlink()
         _prune_empty(p.parent, root, _on_disk(root, manifest_path.parent / "config"))
         dirs.add(str(p.parent))
-    _write_json(_on_disk(root, manifest_path),
+    write_json(_on_disk(root, manifest_path),
                 {"version": 1, "host": host, "files": dict(sorted(manifest.items())),
                  "secrets": secrets})
     # renames, removals and manifest durable before the journal that would redo them goes
@@ -523,7 +523,7 @@ def _sync(dirs: list[str]) -> None:
             os.close(fd)
 
 
-def _write_json(path: Path, data: object) -> None:
+def write_json(path: Path, data: object) -> None:
     """Write-temp-rename; the caller flushes (one syncfs covers several writes)."""
     tmp = Path(_tmp_name(str(path)))
     tmp.parent.mkdir(parents=True, exist_ok=True)

@@ -94,7 +94,7 @@ def rehearse(dep: Deployment, host: str, *, out: Print, timeout: float = 600,
                 except TimeoutError as e:
                     out(f"osunits: {e}")
                     ok = False
-                out(control.format_status(control.status(sd)))
+                out(control.format_status(control.status(sd, tb.bus_address.decode())))
                 try:
                     if ok and while_up is not None:
                         while_up(tb)

@@ -31,7 +31,16 @@ def service_of(unit: str) -> str:
     return unit
 
 
+def root_of(address: str | None) -> str | None:
+    """The root directory of the systemd behind ``address``, as this process reaches it: "/"
+    for the system bus, /proc/PID/root for a container's bus reached through it, else None."""
+    if address is None:
+        return "/"
+    m = re.match(r"^unix:path=(/proc/\d+/root)/", address)
+    return m.group(1) if m else None
+
+
 def journal_args(address: str | None) -> list[str]:
     """journalctl arguments reaching the journal of the systemd behind ``address``."""
-    m = re.match(r"^unix:path=(/proc/\d+/root)/", address or "")
-    return ["--root", m.group(1)] if m else []
+    root = root_of(address)
+    return ["--root", root] if root and root != "/" else []

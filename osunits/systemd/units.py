@@ -31,7 +31,22 @@ def service_of(unit: str) -> str:
     return unit
 
 
+# The local system bus, by the addresses it is known under (sd-bus's default and the
+# D-Bus specification's): its journal is the local one.
+LOCAL_BUSES = ("unix:path=/run/dbus/system_bus_socket",
+               "unix:path=/var/run/dbus/system_bus_socket")
+
+
 def journal_args(address: str | None) -> list[str]:
-    """journalctl arguments reaching the journal of the systemd behind ``address``."""
-    m = re.match(r"^unix:path=(/proc/\d+/root)/", address or "")
-    return ["--root", m.group(1)] if m else []
+    """journalctl arguments reaching the journal of the systemd behind ``address``: the
+    local one, or a test host's (``unix:path=/proc/PID/root/...``: ``--root``).  Any other
+    bus (another machine's, a socket elsewhere) is a LookupError: reading the local
+    journal instead would show another systemd's logs as this one's."""
+    if address is None or address in LOCAL_BUSES:
+        return []
+    m = re.match(r"^unix:path=(/proc/\d+/root)/", address)
+    if m is None:
+        raise LookupError(f"cannot read the journal of the systemd on {address}: only the "
+                          "local one or a test host's (unix:path=/proc/PID/root/...) can be "
+                          "read; run journalctl on that host")
+    return ["--root", m.group(1)]

@@ -364,7 +364,8 @@ ServicesArg = Annotated[list[str] | None, typer.Argument(
 
 @contextlib.contextmanager
 def _systemd(bus: str | None) -> Iterator[Any]:
-    """A connection to systemd; a name that is not this host's (LookupError) is exit 2."""
+    """A connection to systemd; a name that is not this host's (LookupError) or a call
+    systemd refuses (runtime.SystemdError) is exit 2, one line each."""
     try:
         from osunits.runtime import Systemd
     except ImportError:
@@ -380,8 +381,9 @@ def _systemd(bus: str | None) -> Iterator[Any]:
     with sd:
         try:
             yield sd
-        except LookupError as e:
-            print(f"osunits: {e}", file=sys.stderr)
+        except (LookupError, OsunitsError) as e:
+            for line in str(e).splitlines():
+                print(f"osunits: {line}", file=sys.stderr)
             raise typer.Exit(2) from None
 
 
@@ -443,10 +445,10 @@ def watch(services: ServicesArg = None, bus: BusOpt = None,
     import time
 
     from osunits import control
-    from osunits.systemd.units import TARGET, unit_of
+    from osunits.systemd.units import TARGET
 
     with _systemd(bus) as sd:
-        units = [unit_of(s) for s in services] if services else [*sd.target_members(), TARGET]
+        units = control.check_units(sd, services) if services else [*sd.target_members(), TARGET]
         until = time.time() + duration if duration else None
         try:
             for ch in sd.watch(units, until):
@@ -473,12 +475,16 @@ def logs(service: str, bus: BusOpt = None,
          lines: Annotated[int, typer.Option("--lines", "-n")] = 50) -> None:
     """Show SERVICE's journal: its container's output (a booted container's own journal is
     `journalctl -M SERVICE`)."""
-    from osunits.systemd.units import journal_args, unit_of
+    from osunits import control
+    from osunits.systemd.units import journal_args
 
-    argv = ["journalctl", *journal_args(bus), "-u", unit_of(service), "-n", str(lines),
-            "--no-pager"]
+    with _systemd(bus) as sd:  # the service is checked as for every runtime command
+        [unit] = control.check_units(sd, [service])
+        where = journal_args(bus)  # a bus whose journal cannot be read: LookupError, exit 2
+    argv = ["journalctl", *where, "-u", unit, "-n", str(lines), "--no-pager"]
     if follow:
         argv.append("-f")
+    sys.stdout.flush()
     os.execvp(argv[0], argv)
 
 

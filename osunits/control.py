@@ -19,6 +19,8 @@ from osunits.runtime import JOB_OK, SERVICE, UNIT, JobEnd, Systemd
 from osunits.systemd.units import (
     TARGET,
     UNIT_PREFIX,
+    UNIT_SUFFIX,
+    is_unit,
     journal_args,
     root_of,
     service_of,
@@ -30,9 +32,14 @@ _NO_VALUE = (1 << 64) - 1  # systemd's "unset" for unsigned properties
 
 
 def last_log_lines(unit: str, address: str | None, n: int = 10) -> list[str]:
+    """The unit's last log lines, or none where its journal cannot be read."""
     if shutil.which("journalctl") is None:
         return []
-    res = subprocess.run(["journalctl", *journal_args(address), "-u", unit, "-n", str(n),
+    try:
+        where = journal_args(address)
+    except LookupError:
+        return []
+    res = subprocess.run(["journalctl", *where, "-u", unit, "-n", str(n),
                           "--no-pager", "-o", "short-iso", "-q"],
                          capture_output=True, text=True, check=False)
     return [ln for ln in res.stdout.splitlines() if ln.strip()]
@@ -46,11 +53,34 @@ class Outcome:
     cancelled: dict[str, list[str]]  # failed unit → units cancelled because of it
 
 
+Props = dict[str, dict[str, Any]]  # unit → its Unit properties, each read once a run
+
+# A start job starts what a unit requires or wants; a restart job is propagated to the
+# units that require it, are bound to it or are part of it (systemd.unit(5): Requires=,
+# BindsTo=, PartOf=), which are then started again with what they require.
+STARTS_WITH = ("Requires", "BindsTo", "Wants")
+RESTARTS_WITH = ("RequiredBy", "BoundBy", "ConsistsOf")
+
+
+def _props(sd: Systemd, unit: str, memo: Props) -> dict[str, Any]:
+    if unit not in memo:
+        memo[unit] = sd.properties(unit)
+    return memo[unit]
+
+
 def run_verb(sd: Systemd, verb: str, services: list[str], *, timeout: float,
              out: Print) -> Outcome:
-    """start|stop|restart, following every job of the transaction to its end."""
-    check_known(sd, services)
-    units = [unit_of(s) for s in services] or [TARGET]
+    """start|stop|restart, following every job of the transaction to its end.
+
+    An operator's start or restart is never refused by the start limit: the failed state
+    and start rate limit of every unit of osunits' that it (re)starts are reset first, as
+    `systemctl reset-failed` does (the limit is for crash loops: systemd counts manual
+    starts too, and a restart of db restarts api and worker, which require it)."""
+    memo: Props = {}
+    units = check_units(sd, services, starting=verb != "stop", memo=memo) or [TARGET]
+    if verb in ("start", "restart"):
+        for unit in _starts(sd, units, verb, memo):
+            sd.reset_failed(unit)
     t0 = time.monotonic()
 
     def progress(end: JobEnd) -> None:
@@ -63,30 +93,53 @@ def run_verb(sd: Systemd, verb: str, services: list[str], *, timeout: float,
     bad = {u: e.result for u, e in results.items() if e.result != JOB_OK}
     roots = {u: r for u, r in bad.items() if r != "dependency"}
     cancelled: dict[str, list[str]] = {u: [] for u in roots}
-    requires: dict[str, list[str]] = {}  # shared by the walks: each unit read once a run
     for u, r in sorted(bad.items()):
         if r == "dependency":
-            cause = _failed_cause(sd, u, set(roots), requires)
+            cause = _failed_cause(sd, u, set(roots), memo)
             cancelled.setdefault(cause, []).append(u)
     return Outcome(not bad, results, roots, cancelled)
 
 
-def _failed_cause(sd: Systemd, unit: str, roots: set[str],
-                  requires: dict[str, list[str]]) -> str:
+def _ours(unit: str) -> bool:
+    """A unit osunits generates: a container, its network units, a gate, the target."""
+    return unit.startswith((UNIT_PREFIX, "osunits-")) or unit == TARGET
+
+
+def _closure(sd: Systemd, units: list[str], keys: tuple[str, ...], memo: Props) -> list[str]:
+    """``units`` and osunits' units reached from them through the dependencies ``keys``."""
+    seen = dict.fromkeys(units)
+    todo = list(units)
+    while todo:
+        p = _props(sd, todo.pop(0), memo)
+        for dep in sorted({d for k in keys for d in p.get(k, [])}):
+            if dep not in seen and _ours(dep):
+                seen[dep] = None
+                todo.append(dep)
+    return list(seen)
+
+
+def _starts(sd: Systemd, units: list[str], verb: str, memo: Props) -> list[str]:
+    """The units of osunits' a start (restart) of ``units`` may start: each counts against
+    its start limit.  A unit that is active and not restarted is left alone (a start job
+    of an active unit is no start, and its restart counter stays)."""
+    restarted = _closure(sd, units, RESTARTS_WITH, memo) if verb == "restart" else []
+    started = _closure(sd, restarted or units, STARTS_WITH, memo)
+    return [u for u in started
+            if u in restarted or _props(sd, u, memo).get("ActiveState") != "active"]
+
+
+def _failed_cause(sd: Systemd, unit: str, roots: set[str], memo: Props) -> str:
     """The failed unit that ``unit`` (transitively) requires.
 
-    ``requires`` memoizes each unit's Requires= then BindsTo= (sorted) across the walks of
-    one run: the cancelled units of a chain share their requirements, and reading them
-    again for every walk cost a GetAll per unit per walk (quadratic in the chain).
+    ``memo`` keeps each unit's properties across the walks of one run: the cancelled
+    units of a chain share their requirements, and reading them again for every walk
+    cost a GetAll per unit per walk (quadratic in the chain).
     """
     seen = {unit}
     todo = [unit]
     while todo:
-        u = todo.pop(0)
-        if u not in requires:
-            props = sd.properties(u)
-            requires[u] = sorted(props.get("Requires", [])) + sorted(props.get("BindsTo", []))
-        for dep in requires[u]:
+        p = _props(sd, todo.pop(0), memo)
+        for dep in sorted(p.get("Requires", [])) + sorted(p.get("BindsTo", [])):
             if dep in roots:
                 return str(dep)
             if dep not in seen:
@@ -129,8 +182,21 @@ def explain_result(p: dict[str, Any]) -> str:
     if result == "signal":
         return f"the service was killed by signal {status}"
     if result == "start-limit-hit":
-        return f"start limit hit after {p.get('NRestarts')} restarts"
+        return start_limit_hit(p)
     return f"result {result}"
+
+
+def start_limit_hit(p: dict[str, Any]) -> str:
+    """Result=start-limit-hit: what it means, and how to start the unit again."""
+    unit = str(p.get("Id") or "UNIT")
+    burst, interval = p.get("StartLimitBurst"), p.get("StartLimitIntervalUSec")
+    within = (f"more than {burst} starts in {interval / 1e6:g} s"
+              if isinstance(burst, int) and isinstance(interval, int) else "too many starts")
+    restarts = p.get("NRestarts")
+    return (f"start limit hit: {within}"
+            + (f" ({restarts} automatic restarts)" if restarts else "")
+            + f"; `systemctl reset-failed {unit}` (or `osunits start {service_of(unit)}`, "
+            "which does it) allows starting it again")
 
 
 def _ts(usec: int) -> str:
@@ -235,19 +301,57 @@ def format_status(st: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
-def check_known(sd: Systemd, services: list[str]) -> None:
-    """Refuse names that are not services of this host's target (LookupError)."""
-    members = {service_of(u) for u in sd.target_members()}
-    unknown = [s for s in services if unit_of(s) != s and s not in members]
+def check_units(sd: Systemd, names: list[str], *, starting: bool = False,
+                memo: Props | None = None) -> list[str]:
+    """The units of ``names``: each a service of this host's target (``keystone``, or its
+    unit ``systemd-nspawn@keystone.service``) or another unit systemd knows
+    (``osunits-remote-web1.service``, a host unit a service requires).  A name that is
+    none of these, and for ``starting`` a unit that is masked or does not load, is a
+    LookupError: one line per problem, every one found."""
+    memo = {} if memo is None else memo
+    members: set[str] | None = None
+    unknown: list[str] = []
+    problems: list[str] = []
+    units: list[str] = []
+    for name in names:
+        unit = unit_of(name)
+        if not is_unit(name) or (name.startswith(UNIT_PREFIX) and name.endswith(UNIT_SUFFIX)):
+            if members is None:
+                members = {service_of(u) for u in sd.target_members()}
+            if service_of(unit) not in members:
+                unknown.append(name)
+                continue
+        problem = _load_problem(unit, _props(sd, unit, memo), starting)
+        if problem:
+            problems.append(problem)
+        else:
+            units.append(unit)
     if unknown:
-        raise LookupError(f"not a service of this host: {', '.join(unknown)} "
-                          f"(services: {', '.join(sorted(members))})")
+        problems.insert(0, f"not a service of this host: {', '.join(unknown)} (services: "
+                        f"{', '.join(sorted(members or ()))})")
+    if problems:
+        raise LookupError("\n".join(problems))
+    return units
+
+
+def _load_problem(unit: str, p: dict[str, Any], starting: bool) -> str:
+    """Why systemd cannot act on ``unit`` (its LoadState), or ""."""
+    load, active = p.get("LoadState"), p.get("ActiveState")
+    if load == "loaded":
+        return ""
+    if load == "not-found" and active == "inactive":
+        return f"no such unit: {unit}"
+    if not starting:  # a masked or broken unit can still be stopped, asked, watched
+        return ""
+    if load == "masked":
+        return f"{unit} is masked: `systemctl unmask {unit}` to allow starting it"
+    err = p.get("LoadError") or ("", "")
+    return f"{unit} cannot be loaded ({load}" + (f": {err[1]}" if err[1] else "") + ")"
 
 
 def why(sd: Systemd, service: str) -> list[str]:
     """Why is SERVICE not running? The answer walks its requirements to a root cause."""
-    check_known(sd, [service])
-    return _why(sd, unit_of(service))
+    return _why(sd, check_units(sd, [service])[0])
 
 
 def _why(sd: Systemd, unit: str) -> list[str]:
@@ -262,10 +366,9 @@ def _why(sd: Systemd, unit: str) -> list[str]:
         lines.append(f"  it is {active} now" + (f": {p['StatusText']}" if p.get("StatusText") else ""))
     if p.get("ConditionResult") is False and p.get("ConditionTimestamp"):
         lines.append("  a start condition was not met (see `systemctl status`)")
-    if result == "start-limit-hit":
-        lines.append(f"  start limit hit: it failed too often (restarts: {p.get('NRestarts')}); "
-                     f"`systemctl reset-failed {unit}` to allow starting again")
-    elif result and result != "success":
+    if p.get("LoadState") == "masked":
+        lines.append(f"  it is masked: `systemctl unmask {unit}` to allow starting it")
+    if result and result != "success":
         lines.append(f"  {explain_result(p)}")
     # requirements that are not up explain a cancelled start
     for dep in sorted(set(p.get("Requires", [])) | set(p.get("BindsTo", []))):

@@ -8,6 +8,7 @@ refuses any printed value that did not pass through one of the filters of
 from __future__ import annotations
 
 import dataclasses
+import errno
 import functools
 import os
 import re
@@ -166,6 +167,48 @@ class MissingSecret(ValueError):
     """A secret file that does not exist (`osunits secrets generate` makes it)."""
 
 
+class BadSecret(ValueError):
+    """A secret file that secret() refuses; ``why`` says what is wrong with it."""
+
+    def __init__(self, message: str, why: str) -> None:
+        super().__init__(message)
+        self.why = why
+
+
+_SECRET_FILE = "must be a file of yours that no one else can read (chmod 600)"
+
+
+def read_secret(directory: Path, name: str, dir_fd: int | None = None) -> str:
+    """The value of the secret file ``directory/name`` (opened relative to ``dir_fd`` when
+    given), as secret() takes it: the one set of rules for secret() and `osunits secrets
+    list|generate`.  MissingSecret if it does not exist, BadSecret if it is refused."""
+    path = directory / name
+    try:  # O_NONBLOCK: a fifo must not hang the run (it is refused below)
+        fd = os.open(name if dir_fd is not None else path,
+                     os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC | os.O_NONBLOCK, dir_fd=dir_fd)
+    except FileNotFoundError as e:
+        raise MissingSecret(f"secret({name!r}): {path}: {e.strerror}") from None
+    except OSError as e:
+        why = (f"{_SECRET_FILE}; it is a symbolic link" if e.errno == errno.ELOOP
+               else str(e.strerror))
+        raise BadSecret(f"secret({name!r}): {path}: {why}", why) from None
+    try:
+        st = os.fstat(fd)
+        if not stat.S_ISREG(st.st_mode) or st.st_mode & 0o077 or st.st_uid != os.geteuid():
+            why = _SECRET_FILE + ("; it is not a regular file" if not stat.S_ISREG(st.st_mode)
+                                  else f"; it is mode {stat.S_IMODE(st.st_mode):04o}, "
+                                  f"uid {st.st_uid}")
+            raise BadSecret(f"secret({name!r}): {path} {why}", why)
+        data = os.read(fd, _SECRET_MAX + 1)
+    finally:
+        os.close(fd)
+    value = data.decode("utf-8", "replace").rstrip("\r\n")
+    if not value or "\n" in value or "\r" in value or len(data) > _SECRET_MAX:
+        why = f"must hold one non-empty line (at most {_SECRET_MAX} bytes)"
+        raise BadSecret(f"secret({name!r}): {path} {why}", why)
+    return value
+
+
 def template_not_found(e: jinja2.TemplateNotFound, env: jinja2.Environment, directory: Path,
                        where: Location | None) -> Problem:
     close = closest(str(e.name), env.list_templates())
@@ -209,25 +252,7 @@ class ConfigRenderer:
         check_secret_name(name)
         if self.secrets_dir is None:
             raise ValueError(f"secret({name!r}): this deployment has no secrets directory")
-        path = self.secrets_dir / name
-        try:  # O_NONBLOCK: a fifo must not hang the run (it is refused below)
-            fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC | os.O_NONBLOCK)
-        except FileNotFoundError as e:
-            raise MissingSecret(f"secret({name!r}): {path}: {e.strerror}") from None
-        except OSError as e:
-            raise ValueError(f"secret({name!r}): {path}: {e.strerror}") from None
-        try:
-            st = os.fstat(fd)
-            if not stat.S_ISREG(st.st_mode) or st.st_mode & 0o077 or st.st_uid != os.geteuid():
-                raise ValueError(f"secret({name!r}): {path} must be a file of yours that "
-                                 "no one else can read (chmod 600)")
-            data = os.read(fd, _SECRET_MAX + 1)
-        finally:
-            os.close(fd)
-        value = data.decode("utf-8", "replace").rstrip("\r\n")
-        if not value or "\n" in value or "\r" in value or len(data) > _SECRET_MAX:
-            raise ValueError(f"secret({name!r}): {path} must hold one non-empty line "
-                             f"(at most {_SECRET_MAX} bytes)")
+        value = read_secret(self.secrets_dir, name)
         self.secrets.add(value)
         self.used_secret = True
         return value

@@ -18,8 +18,10 @@ from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
+from pystemd.dbusexc import DBusBaseError
 from pystemd.dbuslib import DBus, DBusAddress, apply_signature
 
+from osunits.errors import OsunitsError
 from osunits.systemd.units import TARGET, UNIT_PREFIX
 
 SYSTEMD = b"org.freedesktop.systemd1"
@@ -50,6 +52,16 @@ def _s(v: Any) -> Any:
     if isinstance(v, dict):
         return {_s(k): _s(x) for k, x in v.items()}
     return v
+
+
+class SystemdError(OsunitsError):
+    """systemd refused a call (a D-Bus error reply): one line naming the unit."""
+
+
+def _dbus_message(e: DBusBaseError) -> str:
+    """systemd's own words of a D-Bus error ("Unit foo.service not found.")."""
+    msg = _s(getattr(e, "err_message", b"")) or str(e)
+    return str(msg).strip()
 
 
 @dataclass(frozen=True, slots=True)
@@ -120,9 +132,15 @@ class Systemd:
     # --- plumbing -------------------------------------------------------------------
 
     def call(self, method: bytes, signature: bytes = b"", *args: Any,
-             path: bytes = SYSTEMD_PATH, interface: bytes = MANAGER) -> Any:
-        msg = self.bus.call_method(SYSTEMD, path, interface, method,
-                                   apply_signature(signature, list(args)) if signature else [])
+             path: bytes = SYSTEMD_PATH, interface: bytes = MANAGER,
+             unit: str | None = None) -> Any:
+        """Call systemd; an error reply is a SystemdError naming ``unit`` (or the method)."""
+        try:
+            msg = self.bus.call_method(SYSTEMD, path, interface, method,
+                                       apply_signature(signature, list(args)) if signature else [])
+        except DBusBaseError as e:
+            raise SystemdError(f"{unit or 'systemd'}: {method.decode()}: {_dbus_message(e)}"
+                               ) from None
         self.drain()  # signals that arrived during the call sit in sd-bus's queue
         return _s(msg.body)
 
@@ -175,7 +193,7 @@ class Systemd:
     def unit_path(self, unit: str) -> str:
         path = self._paths.get(unit)
         if path is None:
-            path = self.call(b"LoadUnit", b"s", unit.encode())
+            path = self.call(b"LoadUnit", b"s", unit.encode(), unit=unit)
             self._paths[unit] = path
         return path
 
@@ -183,14 +201,24 @@ class Systemd:
         path = self.unit_path(unit).encode()
         out: dict[str, Any] = {}
         for iface in interfaces or (UNIT,):
-            out.update(self.call(b"GetAll", b"s", iface, path=path, interface=PROPERTIES))
+            out.update(self.call(b"GetAll", b"s", iface, path=path, interface=PROPERTIES,
+                                 unit=unit))
         return out
+
+    def reset_failed(self, unit: str) -> None:
+        """`systemctl reset-failed UNIT`: its failed state and its start rate limit counter
+        (systemd.unit(5), StartLimitIntervalSec=; verified on systemd 252 by
+        tests/systemd/test_runtime.py: six restarts in a row with StartLimitBurst=5)."""
+        # On the unit's object (which loads it), not the manager's ResetFailedUnit: that
+        # one fails for a unit not in memory ("not loaded"), e.g. an inactive target.
+        self.call(b"ResetFailed", path=self.unit_path(unit).encode(), interface=UNIT,
+                  unit=unit)
 
     def enqueue(self, unit: str, verb: str, mode: str = "replace") -> dict[str, str]:
         """Queue a job; return job path → unit for every job of the transaction."""
         self._follow_jobs()
         (_id, job, unit_id, _path, _type, affected) = self.call(
-            b"EnqueueUnitJob", b"sss", unit.encode(), verb.encode(), mode.encode())
+            b"EnqueueUnitJob", b"sss", unit.encode(), verb.encode(), mode.encode(), unit=unit)
         jobs = {job: unit_id}
         for (_aid, ajob, aunit, _apath, _atype) in affected:
             jobs[ajob] = aunit

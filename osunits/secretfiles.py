@@ -30,8 +30,11 @@ from osunits.errors import DeploymentError, Location, OsunitsError, Problem
 from osunits.model import Deployment
 from osunits.render import (
     SECRET_FUNCTION,
+    BadSecret,
     ConfigRenderer,
+    MissingSecret,
     check_secret_name,
+    read_secret,
     template_not_found,
     template_syntax,
 )
@@ -148,15 +151,15 @@ def _open_dir(directory: Path, *, create: bool) -> int | None:
     return fd
 
 
-def _existing(fd: int, name: str) -> SecretState:
-    """The file ``name`` that exists: present, or refused as secret() would refuse it."""
-    st = os.stat(name, dir_fd=fd, follow_symlinks=False)
-    if not stat.S_ISREG(st.st_mode):
-        return SecretState(name, Status.REFUSED, "not a regular file")
-    if st.st_uid != os.geteuid() or st.st_mode & 0o077:
-        return SecretState(name, Status.REFUSED, "must be a file of yours that no one else "
-                           f"can read (chmod 600); it is mode {stat.S_IMODE(st.st_mode):04o}, "
-                           f"uid {st.st_uid}")
+def _existing(fd: int, directory: Path, name: str) -> SecretState:
+    """The file ``name``: present, missing, or refused as secret() would refuse it (by
+    secret()'s own check, which reads the value: a torn or emptied file is refused)."""
+    try:
+        read_secret(directory, name, dir_fd=fd)
+    except MissingSecret:
+        return SecretState(name, Status.MISSING)
+    except BadSecret as e:
+        return SecretState(name, Status.REFUSED, e.why)
     return SecretState(name, Status.PRESENT)
 
 
@@ -194,7 +197,7 @@ def generate_secrets(directory: Path, names: Iterable[str]) -> list[SecretState]
                 f = os.open(name, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW
                             | os.O_CLOEXEC, 0o600, dir_fd=fd)
             except FileExistsError:
-                out.append(_existing(fd, name))
+                out.append(_existing(fd, directory, name))
                 continue
             except OSError as e:
                 raise SecretsDirError(f"{directory / name}: {e.strerror}") from None
@@ -216,16 +219,14 @@ def generate_secrets(directory: Path, names: Iterable[str]) -> list[SecretState]
 
 
 def list_secrets(directory: Path, names: Iterable[str]) -> list[SecretState]:
-    """Whether each secret of ``names`` is in ``directory`` (never reading a value)."""
+    """Whether each secret of ``names`` is in ``directory``, as secret() would take it (its
+    value is read to check it, never shown)."""
     fd = _open_dir(directory, create=False)
     out: list[SecretState] = []
     try:
         for name in names:
-            try:
-                out.append(SecretState(name, Status.MISSING) if fd is None
-                           else _existing(fd, name))
-            except FileNotFoundError:
-                out.append(SecretState(name, Status.MISSING))
+            out.append(SecretState(name, Status.MISSING) if fd is None
+                       else _existing(fd, directory, name))
     finally:
         if fd is not None:
             os.close(fd)

@@ -13,6 +13,7 @@ from typer.testing import CliRunner
 from osunits import generator
 from osunits.cli import app
 from osunits.deployment import load_deployment
+from osunits.render import ConfigRenderer
 from osunits.secretfiles import find_secret_uses
 from tests.conftest import EXAMPLE, write_secret, write_tree
 
@@ -88,6 +89,27 @@ def test_an_existing_secret_that_secret_would_refuse_is_reported_not_fixed(dep: 
     assert code == 1
     assert "refused  api-db: must be a file of yours that no one else can read" in out
     assert stat.S_IMODE(open_.stat().st_mode) == 0o644 and open_.read_text() == "pw\n"
+
+
+@pytest.mark.parametrize(("content", "link"), [
+    (b"", False), (b"\n", False), (b"a\nb\n", False), (b"x" * 5000, False), (b"pw\n", True)])
+def test_list_and_generate_refuse_exactly_what_secret_refuses(
+        dep: Path, content: bytes, link: bool) -> None:
+    """An emptied secret (`touch`, a torn copy on a full disk), more than one line, too
+    long, or a link: secret() refuses it, so list and generate say `refused`, not present."""
+    sdir = dep / "secrets"
+    target = write_secret(sdir, "real" if link else "api-db", "x")
+    target.write_bytes(content)
+    if link:
+        (sdir / "api-db").symlink_to(target)
+    for command in ("list", "generate"):
+        res = CliRunner().invoke(app, ["secrets", command, "-d", str(dep)])
+        assert res.exit_code == 1, res.output
+        [line] = [ln for ln in res.output.splitlines() if "api-db" in ln and "refused" in ln]
+        assert line.startswith("refused  api-db"), res.output
+        assert "present" not in line
+    with pytest.raises(ValueError, match="secret\\('api-db'\\)"):
+        ConfigRenderer(dep / "templates", sdir)._secret("api-db")
 
 
 @pytest.mark.parametrize("mode", [0o750, 0o705, 0o777])

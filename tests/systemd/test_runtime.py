@@ -8,6 +8,8 @@ asserted from systemd's own job results and properties, never from sleeps.
 from __future__ import annotations
 
 import shutil
+import subprocess
+import sys
 import threading
 import time
 from collections.abc import Iterator
@@ -51,7 +53,11 @@ def sd(fast: Testbed) -> Iterator[Systemd]:
 
 
 def cli(tb: Testbed, *args: str) -> tuple[int, str]:
-    res = CliRunner().invoke(app, [*args, "--bus", tb.bus_address.decode()])
+    return cli_bus(tb.bus_address.decode(), *args)
+
+
+def cli_bus(bus: str, *args: str) -> tuple[int, str]:
+    res = CliRunner().invoke(app, [*args, "--bus", bus])
     return res.exit_code, res.output
 
 
@@ -306,3 +312,72 @@ def test_generate_refuses_to_remove_a_running_services_units(
         res = CliRunner().invoke(app, ["generate", "-H", "t1", "-d", str(FAST), "--root",
                                        str(fast.root), "--bus", fast.bus_address.decode()])
         assert res.exit_code == 0, res.output
+
+
+def test_names_are_checked_for_every_runtime_command(fast: Testbed, sd: Systemd) -> None:
+    """An unknown name, a full unit name systemd does not have, a masked unit: one line
+    naming it and exit 2, never a pystemd traceback nor a made-up state."""
+    for args in (["start", "foo.service"], ["restart", "systemd-nspawn@nope.service"],
+                 ["why", "foo.service"], ["logs", "nope"], ["logs", "foo.service"],
+                 ["watch", "nope", "--duration", "1"], ["stop", "nope"]):
+        code, out = cli_process(fast.bus_address.decode(), *args)
+        assert code == 2, (args, out)
+        assert out.startswith("osunits: ") and "Traceback" not in out, (args, out)
+        assert args[1] in out, (args, out)
+    assert "no such unit: foo.service" in cli(fast, "why", "foo.service")[1]
+    cache = unit_of("cache")
+    fast.systemctl("mask", cache)
+    try:
+        for verb in ("start", "restart"):
+            code, out = cli(fast, verb, "cache")
+            assert code == 2, out
+            assert out == (f"osunits: {cache} is masked: `systemctl unmask {cache}` to allow "
+                           "starting it\n")
+        code, out = cli(fast, "why", "cache")
+        assert code == 1 and f"it is masked: `systemctl unmask {cache}`" in out, out
+    finally:
+        fast.systemctl("unmask", cache)
+
+
+def test_logs_refuse_a_bus_they_cannot_read(fast: Testbed) -> None:
+    code, out = cli_process("unix:path=/nonexistent", "logs", "db")
+    assert code == 2 and "cannot reach systemd on unix:path=/nonexistent" in out, out
+    code, out = cli_process(fast.bus_address.decode(), "logs", "db", "-n", "1")
+    assert code == 0 and "systemd-nspawn@db.service" in out, out
+
+
+def cli_process(bus: str, *args: str) -> tuple[int, str]:
+    """The CLI in a process of its own: `logs` ends in exec(journalctl)."""
+    res = subprocess.run([sys.executable, "-m", "osunits.cli", *args, "--bus", bus],
+                         capture_output=True, text=True, timeout=60, check=False)
+    return res.returncode, res.stderr + res.stdout
+
+
+def test_operator_restarts_are_never_refused_by_the_start_limit(
+        fast: Testbed, sd: Systemd) -> None:
+    """StartLimitBurst=5 counts manual starts too, and a restart of db restarts api and
+    worker: six `osunits restart db` in a row all succeed (each resets the start limit of
+    what it restarts), and db and its dependents stay up."""
+    assert cli(fast, "start")[0] == 0
+    for i in range(6):
+        code, out = cli(fast, "restart", "db")
+        assert code == 0, (i, out)
+        assert "restart: all" in out
+    for s in ("db", "api", "worker", "cache"):
+        assert sd.properties(unit_of(s))["ActiveState"] == "active", s
+
+
+def test_a_start_limit_hit_says_how_to_start_again(fast: Testbed, sd: Systemd) -> None:
+    """Six starts of cache by systemctl: the sixth is refused (Result=start-limit-hit);
+    `why` names `systemctl reset-failed`, and `osunits start cache` does it and starts it."""
+    cache = unit_of("cache")
+    for _ in range(6):
+        fast.systemctl("restart", cache, check=False)
+    assert sd.properties(cache, b"org.freedesktop.systemd1.Service")["Result"] == "start-limit-hit"
+    code, out = cli(fast, "why", "cache")
+    assert code == 1
+    assert (f"start limit hit: more than 5 starts in 75 s; `systemctl reset-failed {cache}` "
+            "(or `osunits start cache`, which does it) allows starting it again") in out, out
+    code, out = cli(fast, "start", "cache")
+    assert code == 0, out
+    assert sd.properties(cache)["ActiveState"] == "active"

@@ -561,8 +561,10 @@ def rootfs_build(
         if not wanted:
             print("osunits: name specs to build, or --all", file=sys.stderr)
             raise typer.Exit(2)
+        done: set[str] = set()  # layers of this command: a shared base is built once
         for n in rootfs.build_order(wanted, loaded):
-            rootfs.build(n, loaded, root=root, cache=cache, mirror=mirror, force=force)
+            rootfs.build(n, loaded, root=root, cache=cache, mirror=mirror, force=force,
+                         done=done)
     except OsunitsError as e:
         raise _fail(e) from None
 

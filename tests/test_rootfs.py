@@ -11,6 +11,7 @@ import json
 import os
 import re
 import shutil
+import stat
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -168,10 +169,11 @@ def test_files_and_modes_parse(tmp_path: Path) -> None:
         "files:\n"
         "  - {path: /etc/motd, content: hi}\n"
         "  - {path: /usr/local/bin/x, content: \"#!/bin/sh\\n\", mode: 0755}\n"
-        "  - {path: /etc/y, content: '', mode: '0600'}\n")})
+        "  - {path: /etc/y, content: '', mode: '0600'}\n"
+        "  - {path: /etc/z, content: '', mode: 755}\n")})  # octal as written, not decimal
     spec = load_specs(d)["a"]
     assert spec.files == (FileSpec("/etc/motd", "hi"), FileSpec("/usr/local/bin/x", "#!/bin/sh\n",
-                          0o755), FileSpec("/etc/y", "", 0o600))
+                          0o755), FileSpec("/etc/y", "", 0o600), FileSpec("/etc/z", "", 0o755))
 
 
 def test_specs_load_from_a_fake_filesystem(fs: object) -> None:
@@ -243,6 +245,9 @@ class FakeRunner:
             (tree / "etc/apt/sources.list").write_text("deb x bookworm main\n")
             (tree / "etc/hostname").write_text("buildhost\n")
             (tree / "var/lib/dpkg/fake").write_text("base-files\n")
+            (tree / "etc/machine-id").write_text("4e7da58389e14f77a15001b9975d386b\n")
+            (tree / "var/lib/dbus").mkdir(parents=True)
+            (tree / "var/lib/dbus/machine-id").write_text("0a1b2c3d4e5f60718293a4b5c6d7e8f9\n")
         elif argv[0] == "cp":
             shutil.copytree(argv[-2], argv[-1], symlinks=True)
         elif argv[0] == "systemd-nspawn":
@@ -344,6 +349,79 @@ def test_leaf_change_rebuilds_only_the_leaf(tmp_path: Path, apt_etc: Path) -> No
     assert statuses == {"app": ImageStatus.BUILT, "base": ImageStatus.BUILT}
     assert [p.name for p in prune(root=tmp_path / "root", log=lambda _m: None)] == [old.name]
     assert img.resolve().is_dir()
+
+
+def test_prune_keeps_a_layer_a_running_container_holds(tmp_path: Path, apt_etc: Path) -> None:
+    """systemd-nspawn holds a shared OFD lock on .#LAYER.lck while a container runs on it
+    (the container's overlay is in a mount namespace prune cannot see)."""
+    import subprocess
+    import sys
+
+    _specs(tmp_path)
+    img, _ = _build(tmp_path, apt_etc)
+    old = img.resolve()
+    _specs(tmp_path, app="base: base\npackages: [curl, wget]\n")
+    _build(tmp_path, apt_etc)
+    lck = old.with_name(f".#{old.name}.lck")
+    holder = subprocess.Popen([sys.executable, "-c", (
+        "import fcntl, os, struct, sys, time\n"
+        "fd = os.open(sys.argv[1], os.O_RDWR | os.O_CREAT, 0o600)\n"
+        "fcntl.fcntl(fd, fcntl.F_OFD_SETLK, struct.pack('hhqqi4x', fcntl.F_RDLCK, 0, 0, 0, 0))\n"
+        "print('locked', flush=True)\ntime.sleep(60)\n"), str(lck)],
+        stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout is not None and holder.stdout.readline() == "locked\n"
+        said: list[str] = []
+        assert prune(root=tmp_path / "root", log=said.append) == []
+        assert old.is_dir() and lck.exists()
+        assert said == [f"rootfs: keeping {old}: a running container uses it"]
+    finally:
+        holder.kill()
+        holder.wait()
+    assert [p.name for p in prune(root=tmp_path / "root", log=lambda _m: None)] == [old.name]
+    assert not lck.exists() and img.resolve().is_dir()
+
+
+def test_images_carry_no_machine_id_and_ignore_the_callers_umask(
+        tmp_path: Path, apt_etc: Path) -> None:
+    _specs(tmp_path, app="base: base\npackages: [curl]\nfiles:\n"
+                         "  - {path: /etc/keystone/policy.d/x.yaml, content: x, mode: 644}\n")
+    old = os.umask(0o077)
+    try:
+        img, _ = _build(tmp_path, apt_etc)
+    finally:
+        os.umask(old)
+    tree = img.resolve()
+    assert (tree / "etc/machine-id").read_text() == ""  # each machine gets its own at start
+    assert not (tree / "var/lib/dbus/machine-id").exists()
+    for d in ("etc/keystone", "etc/keystone/policy.d"):
+        assert stat.S_IMODE((tree / d).stat().st_mode) == 0o755, d
+    assert stat.S_IMODE((tree / "etc/keystone/policy.d/x.yaml").stat().st_mode) == 0o644
+    assert os.umask(old) == old  # restored
+
+
+def test_force_builds_a_shared_base_once_per_command(tmp_path: Path, apt_etc: Path) -> None:
+    _specs(tmp_path, other="base: base\npackages: [wget]\n")
+    specs = load_specs(tmp_path / "specs")
+    runner = FakeRunner()
+    done: set[str] = set()
+    for name in ("app", "other"):
+        build(name, specs, root=tmp_path / "root", run=runner, apt_etc=apt_etc,
+              log=lambda _m: None, force=True, done=done)
+    assert runner.programs().count("debootstrap") == 1
+    assert runner.programs().count("cp") == 2
+
+
+def test_a_full_disk_is_an_error_not_a_traceback(tmp_path: Path, apt_etc: Path) -> None:
+    class DiskFull(FakeRunner):
+        def __call__(self, argv: Sequence[str], *, capture: bool = False) -> str:
+            if argv[0] == "cp":
+                raise OSError(28, "No space left on device", argv[-1])
+            return super().__call__(argv, capture=capture)
+
+    _specs(tmp_path)
+    with pytest.raises(BuildError, match="rootfs app: .*No space left on device; nothing"):
+        _build(tmp_path, apt_etc, runner=DiskFull())
 
 
 def test_failed_build_leaves_no_layer_and_no_temp(tmp_path: Path, apt_etc: Path) -> None:
@@ -499,3 +577,14 @@ def test_remove_tree_handles_files_links_and_absence(tmp_path: Path) -> None:
     assert (tmp_path / "d/e").is_dir()
     remove_tree(tmp_path / "d")
     assert not (tmp_path / "d").exists()
+
+
+def test_a_cached_base_from_another_mirror_is_said(tmp_path: Path, apt_etc: Path) -> None:
+    _specs(tmp_path)
+    _build(tmp_path, apt_etc, name="base")
+    said: list[str] = []
+    specs = load_specs(tmp_path / "specs")
+    build("base", specs, root=tmp_path / "root", run=FakeRunner(), apt_etc=apt_etc,
+          log=said.append, mirror="http://apt-cache.internal.example/debian")
+    assert any("built from another mirror than http://apt-cache.internal.example/debian"
+               in m for m in said), said

@@ -112,13 +112,26 @@ class Store:
 def build(name: str, specs: Mapping[str, Spec], *, root: Path = Path("/"),
           cache: Path | None = None, mirror: str | None = None, force: bool = False,
           log: Log = print, run: Runner = run_command,
-          apt_etc: Path = apt.APT_ETC) -> Path:
+          apt_etc: Path = apt.APT_ETC, done: set[str] | None = None) -> Path:
     """Build (or find cached) every layer of spec ``name``; return its image path.
 
     Each layer of the chain also gets its image link.  ``force`` rebuilds every
     layer even when cached (to pick up Debian updates); the replaced layers go
     to ``CACHE/trash`` for ``prune``, since running machines may still use them.
+    ``done`` holds the keys of the layers this command already built or found: a chain
+    shared by several images is built once (with ``force`` too).
     """
+    done = set() if done is None else done
+    umask = os.umask(0o022)  # the image's modes are the spec's, not the caller's umask
+    try:
+        return _build(name, specs, root, cache, mirror, force, log, run, apt_etc, done)
+    finally:
+        os.umask(umask)
+
+
+def _build(name: str, specs: Mapping[str, Spec], root: Path, cache: Path | None,
+           mirror: str | None, force: bool, log: Log, run: Runner, apt_etc: Path,
+           done: set[str]) -> Path:
     if name not in specs:
         raise BuildError(f"no rootfs spec named {name!r} (have: {', '.join(sorted(specs))})")
     store = Store(root, cache)
@@ -130,18 +143,40 @@ def build(name: str, specs: Mapping[str, Spec], *, root: Path = Path("/"),
         base_layer: Path | None = None
         for layer_name, key in keys.items():
             layer = store.layer(key)
-            if layer.is_dir() and not force:
+            if key in done:
+                pass
+            elif layer.is_dir() and not force:
                 log(f"rootfs {layer_name}: cached ({key[:KEY_CHARS]})")
+                if mirror is not None and isinstance(specs[layer_name].base, Debootstrap):
+                    _say_if_other_mirror(layer, layer_name, mirror, log)
             else:
                 log(f"rootfs {layer_name}: building ({key[:KEY_CHARS]})")
                 started = dt.datetime.now(dt.UTC)
-                build_layer(specs[layer_name], key, base_layer, layer, store,
-                            mirror=mirror, log=log, run=run, apt_etc=apt_etc)
+                try:
+                    build_layer(specs[layer_name], key, base_layer, layer, store,
+                                mirror=mirror, log=log, run=run, apt_etc=apt_etc)
+                except OSError as e:  # a full disk, a read-only cache: said, not a traceback
+                    raise BuildError(f"rootfs {layer_name}: {e.filename or layer}: "
+                                     f"{e.strerror}; nothing of it was kept") from None
                 took = (dt.datetime.now(dt.UTC) - started).total_seconds()
                 log(f"rootfs {layer_name}: built in {took:.0f} s")
+            done.add(key)
             link_image(store.image(layer_name), layer)
             base_layer = layer
     return store.image(name)
+
+
+def _say_if_other_mirror(layer: Path, name: str, mirror: str, log: Log) -> None:
+    """The mirror is not part of a layer's key (the same packages from any mirror): say
+    when a cached base uses another one, which its derived layers' apt will use too."""
+    try:
+        sources = (layer / "etc/apt/sources.list.d/debian.sources").read_text()
+    except OSError:
+        return
+    if mirror.rstrip("/") not in (u.rstrip("/") for ln in sources.splitlines()
+                                  if ln.startswith("URIs:") for u in ln.split()[1:]):
+        log(f"rootfs {name}: cached, built from another mirror than {mirror}, which its "
+            "apt keeps using; --force rebuilds it from this one")
 
 
 # --- one layer ------------------------------------------------------------------
@@ -176,6 +211,7 @@ def build_layer(spec: Spec, key: str, base_layer: Path | None, dest: Path, store
             run([*nspawn, *argv])
         (tmp / POLICY_RC_D).unlink()
         clean_apt(tmp)
+        forget_machine_id(tmp)
         check_required(tmp, spec.name)
         packages = installed_packages(tmp, run)
         write_manifest(tmp, spec, key, base_layer, packages)
@@ -277,6 +313,17 @@ def clean_apt(tree: Path) -> None:
             p.unlink()
 
 
+def forget_machine_id(tree: Path) -> None:
+    """An image's machine ID would be every container's (and every host's that gets the
+    image): empty, as image builders leave it, each machine gets its own at start."""
+    etc = tree / "etc/machine-id"
+    if etc.is_file() and not etc.is_symlink():
+        etc.write_text("")
+    dbus = tree / "var/lib/dbus/machine-id"
+    if dbus.is_file() and not dbus.is_symlink():
+        dbus.unlink()
+
+
 def check_required(tree: Path, name: str) -> None:
     missing = [pkg for pkg in REQUIRED_PACKAGES
                if not any(os.path.lexists(tree / f) for f in REQUIRED_FILES[pkg])]
@@ -338,10 +385,8 @@ def link_image(image: Path, layer: Path) -> None:
 
 
 def prune(*, root: Path = Path("/"), cache: Path | None = None, log: Log = print) -> list[Path]:
-    """Delete layers no image points at, forced-out layers and leftovers of killed builds.
-
-    Run it when no machine uses an old image (machines hold their image until restart).
-    """
+    """Delete layers no image points at, forced-out layers and leftovers of killed builds,
+    except those a running container uses (machines hold their image until restart)."""
     store = Store(root, cache)
     if not store.layers.is_dir():
         return []
@@ -349,14 +394,59 @@ def prune(*, root: Path = Path("/"), cache: Path | None = None, log: Log = print
     with _locked(store.cache_dir / ".lock", log):
         used = {img.resolve() for img in store.images.iterdir() if img.is_symlink()} \
             if store.images.is_dir() else set()
-        doomed = [p for p in sorted(store.layers.iterdir()) if p.resolve() not in used]
+        # nspawn's own lock files (.#NAME.lck) are not layers
+        doomed = [p for p in sorted(store.layers.iterdir())
+                  if not p.name.startswith(".#") and p.resolve() not in used]
         if store.trash.is_dir():
             doomed += sorted(store.trash.iterdir())
         for p in doomed:
-            log(f"rootfs: removing {p}")
-            remove_tree(p)
-            removed.append(p)
+            with _unused(p) as free:
+                if not free:
+                    log(f"rootfs: keeping {p}: a running container uses it")
+                    continue
+                log(f"rootfs: removing {p}")
+                remove_tree(p)
+                removed.append(p)
     return removed
+
+
+NSPAWN_LOCKS = Path("/run/systemd/nspawn/locks")
+
+
+@contextlib.contextmanager
+def _unused(tree: Path) -> Iterator[bool]:
+    """Whether no container uses ``tree``, holding it so while true.  systemd-nspawn takes
+    a shared lock on the image's inode (NSPAWN_LOCKS/inode-DEV:INO, which follows a
+    tree into trash/) and on .#NAME.lck beside it, for as long as the container runs; its
+    root is an overlay on the tree, in a mount namespace this process does not see."""
+    try:
+        st = tree.lstat()
+    except FileNotFoundError:
+        yield True
+        return
+    paths = [tree.with_name(f".#{tree.name}.lck")]
+    if not tree.is_symlink():
+        paths.append(NSPAWN_LOCKS / f"inode-{st.st_dev}:{st.st_ino}")
+    fds = []
+    try:
+        for path in paths:
+            try:
+                fd = os.open(path, os.O_RDWR | os.O_CLOEXEC)
+            except FileNotFoundError:
+                continue
+            fds.append(fd)
+            try:  # a POSIX lock conflicts with nspawn's OFD locks
+                fcntl.lockf(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except OSError:
+                yield False
+                return
+        yield True
+        for path in paths[:1]:  # ours to remove with the layer; /run's is systemd's
+            with contextlib.suppress(FileNotFoundError):
+                path.unlink()
+    finally:
+        for fd in fds:
+            os.close(fd)
 
 
 def remove_tree(path: Path) -> None:

@@ -28,7 +28,7 @@ SPEC_SUFFIX = ".yaml"
 REQUIRED_PACKAGES = ("python3", "iproute2")
 VARIANTS = ("minbase", "buildd", "default")  # debootstrap(8) --variant; default = Priority: important
 # Bumped when the builder changes what it puts into an image, so old layers rebuild.
-BUILD_FORMAT = 1
+BUILD_FORMAT = 2
 
 NAME_RE = re.compile(r"^[a-z][a-z0-9-]{0,62}$")
 # Debian policy §5.6.1 package names, optionally pinned with =VERSION.
@@ -309,14 +309,13 @@ def _str_multiline(v: Value | None, problems: list[Problem]) -> str | None:
 def _mode(v: Value | None, problems: list[Problem]) -> int | None:
     if v is None:
         return 0o644
-    x = v.value if isinstance(v, Scalar) else None
-    # YAML 1.1 reads 0755 as an octal int; a quoted "0755" arrives as a string.
-    if isinstance(x, str) and re.fullmatch(r"0?[0-7]{3,4}", x):
-        x = int(x, 8)
-    if not isinstance(x, int) or isinstance(x, bool) or not 0 <= x <= 0o7777:
+    # From the text as written, as a service's config mode: 0755, "0755" and 755 all mean
+    # rwxr-xr-x (YAML reads an unquoted 755 as the decimal 755, which is mode 1363).
+    raw = v.raw if isinstance(v, Scalar) else ""
+    if not re.fullmatch(r"0?[0-7]{3,4}", raw):
         _problem(problems, "expected a file mode such as 0644", v, "files.mode")
         return None
-    return x
+    return int(raw, 8)
 
 
 # --- the chain of bases ---------------------------------------------------------

@@ -588,3 +588,19 @@ def test_a_cached_base_from_another_mirror_is_said(tmp_path: Path, apt_etc: Path
           log=said.append, mirror="http://apt-cache.internal.example/debian")
     assert any("built from another mirror than http://apt-cache.internal.example/debian"
                in m for m in said), said
+
+
+def test_prune_of_one_root_keeps_what_another_roots_images_use(
+        tmp_path: Path, apt_etc: Path) -> None:
+    """A cache shared by two roots (--cache): pruning one must not empty the other's images."""
+    _specs(tmp_path)
+    shared = tmp_path / "shared-cache"
+    specs = load_specs(tmp_path / "specs")
+    img = build("app", specs, root=tmp_path / "a", cache=shared, run=FakeRunner(),
+                apt_etc=apt_etc, log=lambda _m: None)
+    layer = img.resolve()
+    assert prune(root=tmp_path / "b", cache=shared, log=lambda _m: None) == []
+    assert (layer / MANIFEST).is_file()
+    img.unlink()  # a's app image goes: its layer goes too, the base it still links stays
+    assert [p.name for p in prune(root=tmp_path / "b", cache=shared, log=lambda _m: None)] \
+        == [layer.name]

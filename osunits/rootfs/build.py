@@ -23,6 +23,7 @@ from __future__ import annotations
 import contextlib
 import datetime as dt
 import fcntl
+import hashlib
 import json
 import os
 import shlex
@@ -99,6 +100,27 @@ class Store:
     def trash(self) -> Path:
         return self.cache_dir / "trash"
 
+    @property
+    def users(self) -> Path:
+        """One file per images directory that links into this cache (its path): a cache
+        shared by several roots (--cache) is pruned against all of their images."""
+        return self.cache_dir / "users"
+
+    def record_user(self) -> None:
+        where = str(self.images.resolve())
+        self.users.mkdir(parents=True, exist_ok=True)
+        entry = self.users / hashlib.sha256(where.encode()).hexdigest()[:KEY_CHARS]
+        if not entry.is_file():
+            _write(entry, where + "\n", 0o644)
+
+    def used_layers(self) -> set[Path]:
+        """The layers an image of any recorded root (and of this one) points at."""
+        dirs = {self.images}
+        if self.users.is_dir():
+            dirs |= {Path(p.read_text().strip()) for p in self.users.iterdir() if p.is_file()}
+        return {img.resolve() for d in dirs if d.is_dir() for img in d.iterdir()
+                if img.is_symlink()}
+
     def image(self, name: str) -> Path:
         return self.images / name
 
@@ -140,6 +162,7 @@ def _build(name: str, specs: Mapping[str, Spec], root: Path, cache: Path | None,
               store.images):
         d.mkdir(parents=True, exist_ok=True)
     with _locked(store.cache_dir / ".lock", log):
+        store.record_user()
         base_layer: Path | None = None
         for layer_name, key in keys.items():
             layer = store.layer(key)
@@ -392,8 +415,7 @@ def prune(*, root: Path = Path("/"), cache: Path | None = None, log: Log = print
         return []
     removed: list[Path] = []
     with _locked(store.cache_dir / ".lock", log):
-        used = {img.resolve() for img in store.images.iterdir() if img.is_symlink()} \
-            if store.images.is_dir() else set()
+        used = store.used_layers()
         # nspawn's own lock files (.#NAME.lck) are not layers
         doomed = [p for p in sorted(store.layers.iterdir())
                   if not p.name.startswith(".#") and p.resolve() not in used]

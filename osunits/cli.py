@@ -157,6 +157,9 @@ def _machines(changes: "list[FileChange]", change: "Change") -> list[str]:
 
 
 RUNNING = ("active", "activating", "deactivating", "reloading")
+# Units whose stop tears down what their start set up (a namespace, the bridge, a
+# listening socket); a gate only waited, and a template unit never runs itself.
+UNIT_SUFFIXES = (".service", ".socket")
 
 
 def _running_must_not_leave(bus: str | None) -> "Callable[[list[FileChange]], None]":
@@ -166,6 +169,7 @@ def _running_must_not_leave(bus: str | None) -> "Callable[[list[FileChange]], No
     from osunits.output import Change
 
     def vet(changes: "list[FileChange]") -> None:
+        from osunits.plan import GATE_PREFIX, INSTALLED
         from osunits.systemd.units import unit_of
 
         gone = _machines(changes, Change.REMOVE)
@@ -177,6 +181,20 @@ def _running_must_not_leave(bus: str | None) -> "Callable[[list[FileChange]], No
                 f"{'it' if len(running) == 1 else 'them'} first (osunits stop "
                 f"{' '.join(running)}), so that {'its' if len(running) == 1 else 'their'} "
                 "units can tear down what they set up; nothing was written")
+        # A unit of a service that stays (a namespace when it moves to the host's network,
+        # a published port it no longer has, the bridge): the same, if it is active.
+        units = INSTALLED.units.parts
+        removed = sorted(c.path.name for c in changes if c.change is Change.REMOVE
+                         and c.path.parts[:-1] == units and c.path.suffix in UNIT_SUFFIXES
+                         and not c.path.name.startswith(GATE_PREFIX) and "@." not in c.path.name)
+        states = _active_states(bus, removed)
+        active = [u for u, state in zip(removed, states, strict=True) if state in RUNNING]
+        if active:
+            raise OutputError(
+                f"{', '.join(active)} would be removed while active, and could not tear down "
+                "what it set up when stopped later: stop it first (systemctl stop "
+                f"{' '.join(active)}; stopping a namespace's unit stops its container); "
+                "nothing was written")
 
     return vet
 
@@ -190,7 +208,7 @@ def _active_states(bus: str | None, units: list[str]) -> list[str]:
         from osunits.runtime import Systemd
 
         with Systemd(bus) as sd:
-            return [str(sd.properties(u)["ActiveState"]) for u in units]
+            return [_active_state(sd, u) for u in units]
     except ImportError:  # pystemd is optional for generate: ask systemctl
         import subprocess
 
@@ -202,6 +220,13 @@ def _active_states(bus: str | None, units: list[str]) -> list[str]:
         return states if len(states) == len(units) else ["unknown"] * len(units)
     except Exception:  # noqa: BLE001 - no bus, no systemd: not a reason to refuse
         return ["unknown"] * len(units)
+
+
+def _active_state(sd: Any, unit: str) -> str:
+    try:
+        return str(sd.properties(unit)["ActiveState"])
+    except Exception:  # noqa: BLE001 - a unit systemd cannot load is not running
+        return "unknown"
 
 
 def _daemon_reload(bus: str | None) -> None:

@@ -294,12 +294,25 @@ def write_files(root: Path, files: tuple[PlannedFile, ...], *, host: str = "",
                 inventory: frozenset[str] = frozenset(), layout: Layout = INSTALLED,
                 vet: Callable[[list[FileChange]], None] | None = None) -> Result:
     """Make the files under ``root`` exactly ``files``, ``host``'s (osunits' own files only).
-    ``vet`` sees the changes under the lock, before anything is written, and may refuse
-    them by raising OutputError."""
+    ``vet`` sees the changes (under the lock, before anything is written; with
+    ``dry_run`` too, so that it says what the run would) and may refuse them by raising
+    OutputError."""
     if os.path.lexists(root) and not root.is_dir():
         raise OutputError(f"{root}: not a directory; nothing was written")
     if dry_run:
-        return _write_files(root, files, host, True, adopt, inventory, layout)
+        return _write_files(root, files, host, True, adopt, inventory, layout, vet)
+    # Files get their modes explicitly; directories get 0755 whatever the caller's umask:
+    # a container's services, not only root, read through the bound hosts directory.
+    umask = os.umask(0o022)
+    try:
+        return _write_locked(root, files, host, adopt, inventory, layout, vet)
+    finally:
+        os.umask(umask)
+
+
+def _write_locked(root: Path, files: tuple[PlannedFile, ...], host: str, adopt: bool,
+                  inventory: frozenset[str], layout: Layout,
+                  vet: Callable[[list[FileChange]], None] | None) -> Result:
     lock = _on_disk(root, layout.manifest.with_name("manifest.lock"))
     if not lock.exists():
         # A root osunits never wrote to: find any refusal before the lock creates a file

@@ -74,8 +74,11 @@ def netns_unit(service: str) -> str:
     return f"osunits-net-{service}.service"
 
 
+GATE_PREFIX = "osunits-remote-"
+
+
 def gate_unit(dep: str) -> str:
-    return f"osunits-remote-{dep}.service"
+    return f"{GATE_PREFIX}{dep}.service"
 
 
 def publish_unit(service: str, port: int, suffix: str) -> str:

@@ -72,7 +72,8 @@ def find_secret_uses(dep: Deployment) -> SecretUses:
     names: dict[str, list[Location]] = {}
     problems: list[Problem] = []
     errors: list[Problem] = []
-    todo = list(config_templates(dep).items())
+    named = config_templates(dep)
+    todo = list(named.items())
     seen: set[str] = set()
     while todo:
         name, where = todo.pop()
@@ -84,7 +85,10 @@ def find_secret_uses(dep: Deployment) -> SecretUses:
             source, filename, _ = env.loader.get_source(env, name)  # type: ignore[union-attr]
             ast = env.parse(source, name, filename)
         except jinja2.TemplateNotFound as e:
-            errors.append(template_not_found(e, env, templates_dir, where))
+            # only one that config: names is an error here: an include may be optional
+            # ("ignore missing", one name of a list), and rendering reports a needed one
+            if name in named:
+                errors.append(template_not_found(e, env, templates_dir, where))
             continue
         except jinja2.TemplateSyntaxError as e:
             errors.append(template_syntax(e, path))

@@ -610,3 +610,29 @@ def test_an_unwritable_root_is_a_clear_error(tmp_path: Path) -> None:
     assert res.exit_code == 2, res.output
     assert "nothing was written" in res.output and "Traceback" not in res.output
     assert sorted(p.name for p in root.iterdir()) == ["var"]
+
+
+def test_directories_are_0755_whatever_the_umask(tmp_path: Path) -> None:
+    """Services in a container read the hosts file through its bound directory."""
+    old = os.umask(0o077)
+    try:
+        res = CliRunner().invoke(app, ["generate", "-H", "ctl01", "-d", str(EXAMPLE),
+                                       "--root", str(tmp_path / "root")])
+    finally:
+        os.umask(old)
+    assert res.exit_code == 0, res.output
+    hosts = tmp_path / "root/var/lib/osunits/hosts/private"
+    for d in (hosts, hosts.parent, tmp_path / "root/etc/systemd/nspawn"):
+        assert oct(d.stat().st_mode & 0o777) == oct(0o755), d
+    assert oct((hosts / "hosts").stat().st_mode & 0o777) == oct(0o644)
+    assert os.umask(old) == old  # restored
+
+
+def test_a_vet_refusal_is_said_by_dry_run_too(tmp_path: Path) -> None:
+    """--dry-run answers as the run would: a refused change is exit 2, not "pending"."""
+    def refuse(changes: list) -> None:  # type: ignore[type-arg]
+        raise OutputError("refused: " + " ".join(str(c.path) for c in changes))
+
+    with pytest.raises(OutputError, match="refused: /etc/a"):
+        write_files(tmp_path, (pf("/etc/a", "x"),), dry_run=True, vet=refuse)
+    assert not (tmp_path / "etc").exists()

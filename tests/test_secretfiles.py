@@ -253,3 +253,15 @@ def test_the_example_is_ready_after_secrets_generate(tmp_path: Path,
         find_secret_uses(load_deployment(d)).names)
     res = CliRunner().invoke(app, ["check-deps", "-d", str(d)])
     assert res.exit_code == 0, res.output
+
+
+def test_an_optional_include_that_is_missing_is_not_an_error(dep: Path) -> None:
+    """{% include ... ignore missing %} renders; the scan must not refuse what generate takes."""
+    db = dep / "templates/db.j2"
+    db.write_text(db.read_text() + "{% include 'optional.j2' ignore missing %}\n")
+    code, out = _generate(dep)
+    assert code == 0, out
+    assert sorted(os.listdir(dep / "secrets")) == ["api-db", "api-key", "db-root"]
+    (dep / "templates/api.j2").unlink()  # one that config: names is still T001
+    res = CliRunner().invoke(app, ["secrets", "list", "-d", str(dep)])
+    assert res.exit_code == 2 and "error[T001]" in res.output and "api.j2" in res.output

@@ -381,3 +381,32 @@ def test_a_start_limit_hit_says_how_to_start_again(fast: Testbed, sd: Systemd) -
     code, out = cli(fast, "start", "cache")
     assert code == 0, out
     assert sd.properties(cache)["ActiveState"] == "active"
+
+
+def test_generate_refuses_to_remove_an_active_namespace_unit(
+        fast: Testbed, sd: Systemd, tmp_path: Path) -> None:
+    """cache moving to the host's network keeps its container but loses its namespace unit:
+    removed while active, its ExecStop= (ip netns del) would never run."""
+    dep = tmp_path / "dep"
+    shutil.copytree(FAST, dep)
+    cache = dep / "services/cache.yaml"
+    cache.write_text(cache.read_text() + "network: host\n")
+    gen = ["generate", "-H", "t1", "-d", str(dep), "--root", str(fast.root),
+           "--bus", fast.bus_address.decode()]
+    assert cli(fast, "start", "cache")[0] == 0
+    unit = fast.root / "etc/systemd/system/osunits-net-cache.service"
+    try:
+        for dry in (["--dry-run"], []):  # the dry run answers as the run would
+            res = CliRunner().invoke(app, gen + dry)
+            assert res.exit_code == 2, res.output
+            assert "osunits-net-cache.service would be removed while active" in res.output
+            assert unit.is_file()
+        assert cli(fast, "stop", "cache")[0] == 0
+        res = CliRunner().invoke(app, gen)
+        assert res.exit_code == 0, res.output
+        assert not unit.exists()
+        assert "osunits-cache" not in fast.run(["/sbin/ip", "netns", "list"]).stdout
+    finally:
+        res = CliRunner().invoke(app, ["generate", "-H", "t1", "-d", str(FAST), "--root",
+                                       str(fast.root), "--bus", fast.bus_address.decode()])
+        assert res.exit_code == 0, res.output

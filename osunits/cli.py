@@ -187,8 +187,7 @@ def _running_must_not_leave(bus: str | None) -> "Callable[[list[FileChange]], No
         removed = sorted(c.path.name for c in changes if c.change is Change.REMOVE
                          and c.path.parts[:-1] == units and c.path.suffix in UNIT_SUFFIXES
                          and not c.path.name.startswith(GATE_PREFIX) and "@." not in c.path.name)
-        states = _active_states(bus, removed)
-        active = [u for u, state in zip(removed, states, strict=True) if state in RUNNING]
+        active = _still_active(bus, removed)
         if active:
             raise OutputError(
                 f"{', '.join(active)} would be removed while active, and could not tear down "
@@ -220,6 +219,20 @@ def _active_states(bus: str | None, units: list[str]) -> list[str]:
         return states if len(states) == len(units) else ["unknown"] * len(units)
     except Exception:  # noqa: BLE001 - no bus, no systemd: not a reason to refuse
         return ["unknown"] * len(units)
+
+
+def _still_active(bus: str | None, units: list[str], settle: float = 3.0) -> list[str]:
+    """The units that stay active: a namespace or the bridge stops by itself once unneeded,
+    a moment after its container (`osunits stop X` then `generate` must not race it)."""
+    import time
+
+    deadline = time.monotonic() + settle
+    while True:
+        states = _active_states(bus, units)
+        units = [u for u, state in zip(units, states, strict=True) if state in RUNNING]
+        if not units or time.monotonic() > deadline:
+            return units
+        time.sleep(0.1)
 
 
 def _active_state(sd: Any, unit: str) -> str:

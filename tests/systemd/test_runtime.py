@@ -292,22 +292,32 @@ def test_generate_refuses_to_remove_a_running_services_units(
     (dep / "services/worker.yaml").unlink()
     y = dep / "deployment.yaml"
     y.write_text(y.read_text().replace("[db, api, cache, worker]", "[db, api, cache]"))
+    _refused_until_stopped(fast, dep, "worker", "etc/systemd/nspawn/worker.nspawn",
+                           "worker would leave this host while running: stop it first "
+                           "(osunits stop worker)")
+
+
+def _refused_until_stopped(fast: Testbed, dep: Path, service: str, path: str,
+                           said: str) -> None:
+    """With ``service`` running, generating ``dep`` is refused (by --dry-run too) saying
+    ``said`` and leaves ``path`` as it was; once it is stopped, the file goes and so does
+    its namespace."""
     gen = ["generate", "-H", "t1", "-d", str(dep), "--root", str(fast.root),
            "--bus", fast.bus_address.decode()]
-    assert cli(fast, "start", "worker")[0] == 0
-    nspawn = fast.root / "etc/systemd/nspawn/worker.nspawn"
-    before = nspawn.read_bytes()
+    assert cli(fast, "start", service)[0] == 0
+    unit = fast.root / path
+    before = unit.read_bytes()
     try:
-        res = CliRunner().invoke(app, gen)
-        assert res.exit_code == 2, res.output
-        assert ("worker would leave this host while running: stop it first (osunits stop "
-                "worker)") in res.output
-        assert nspawn.read_bytes() == before
-        assert cli(fast, "stop", "worker")[0] == 0
+        for dry in (["--dry-run"], []):
+            res = CliRunner().invoke(app, gen + dry)
+            assert res.exit_code == 2, res.output
+            assert said in res.output
+            assert unit.read_bytes() == before
+        assert cli(fast, "stop", service)[0] == 0
         res = CliRunner().invoke(app, gen)
         assert res.exit_code == 0, res.output
-        assert not nspawn.exists()
-        assert "osunits-worker" not in fast.run(["/sbin/ip", "netns", "list"]).stdout
+        assert not unit.exists()
+        assert f"osunits-{service}" not in fast.run(["/sbin/ip", "netns", "list"]).stdout
     finally:
         res = CliRunner().invoke(app, ["generate", "-H", "t1", "-d", str(FAST), "--root",
                                        str(fast.root), "--bus", fast.bus_address.decode()])
@@ -391,22 +401,5 @@ def test_generate_refuses_to_remove_an_active_namespace_unit(
     shutil.copytree(FAST, dep)
     cache = dep / "services/cache.yaml"
     cache.write_text(cache.read_text() + "network: host\n")
-    gen = ["generate", "-H", "t1", "-d", str(dep), "--root", str(fast.root),
-           "--bus", fast.bus_address.decode()]
-    assert cli(fast, "start", "cache")[0] == 0
-    unit = fast.root / "etc/systemd/system/osunits-net-cache.service"
-    try:
-        for dry in (["--dry-run"], []):  # the dry run answers as the run would
-            res = CliRunner().invoke(app, gen + dry)
-            assert res.exit_code == 2, res.output
-            assert "osunits-net-cache.service would be removed while active" in res.output
-            assert unit.is_file()
-        assert cli(fast, "stop", "cache")[0] == 0
-        res = CliRunner().invoke(app, gen)
-        assert res.exit_code == 0, res.output
-        assert not unit.exists()
-        assert "osunits-cache" not in fast.run(["/sbin/ip", "netns", "list"]).stdout
-    finally:
-        res = CliRunner().invoke(app, ["generate", "-H", "t1", "-d", str(FAST), "--root",
-                                       str(fast.root), "--bus", fast.bus_address.decode()])
-        assert res.exit_code == 0, res.output
+    _refused_until_stopped(fast, dep, "cache", "etc/systemd/system/osunits-net-cache.service",
+                           "osunits-net-cache.service would be removed while active")

@@ -170,11 +170,10 @@ def _running_must_not_leave(bus: str | None) -> "Callable[[list[FileChange]], No
 
     def vet(changes: "list[FileChange]") -> None:
         from osunits.plan import GATE_PREFIX, INSTALLED
-        from osunits.systemd.units import unit_of
+        from osunits.systemd.units import service_of, unit_of
 
         gone = _machines(changes, Change.REMOVE)
-        states = _active_states(bus, [unit_of(g) for g in gone])
-        running = [g for g, state in zip(gone, states, strict=True) if state in RUNNING]
+        running = [service_of(u) for u in _running(bus, [unit_of(g) for g in gone])]
         if running:
             raise OutputError(
                 f"{', '.join(running)} would leave this host while running: stop "
@@ -187,7 +186,7 @@ def _running_must_not_leave(bus: str | None) -> "Callable[[list[FileChange]], No
         removed = sorted(c.path.name for c in changes if c.change is Change.REMOVE
                          and c.path.parts[:-1] == units and c.path.suffix in UNIT_SUFFIXES
                          and not c.path.name.startswith(GATE_PREFIX) and "@." not in c.path.name)
-        active = _still_active(bus, removed)
+        active = _still_running(bus, removed)
         if active:
             raise OutputError(
                 f"{', '.join(active)} would be removed while active, and could not tear down "
@@ -221,18 +220,22 @@ def _active_states(bus: str | None, units: list[str]) -> list[str]:
         return ["unknown"] * len(units)
 
 
-def _still_active(bus: str | None, units: list[str], settle: float = 3.0) -> list[str]:
-    """The units that stay active: a namespace or the bridge stops by itself once unneeded,
-    a moment after its container (`osunits stop X` then `generate` must not race it)."""
+def _running(bus: str | None, units: list[str]) -> list[str]:
+    """The units of ``units`` that run (or are starting, stopping, reloading)."""
+    return [u for u, state in zip(units, _active_states(bus, units), strict=True)
+            if state in RUNNING]
+
+
+def _still_running(bus: str | None, units: list[str], settle: float = 3.0) -> list[str]:
+    """The units that stay running: a namespace or the bridge stops by itself once
+    unneeded, a moment after its container (`osunits stop X` then `generate` must not
+    race it)."""
     import time
 
     deadline = time.monotonic() + settle
-    while True:
-        states = _active_states(bus, units)
-        units = [u for u, state in zip(units, states, strict=True) if state in RUNNING]
-        if not units or time.monotonic() > deadline:
-            return units
+    while (units := _running(bus, units)) and time.monotonic() <= deadline:
         time.sleep(0.1)
+    return units
 
 
 def _active_state(sd: Any, unit: str) -> str:
@@ -334,8 +337,7 @@ def decommission(
     if live and not dry_run:
         # any of its containers, not only the target: `osunits start keystone` starts one
         machines = sorted(p.stem for p in Path(str(INSTALLED.nspawn)).glob("*.nspawn"))
-        if _succeeds("systemctl", "is-active", "--quiet", TARGET,
-                     *(unit_of(m) for m in machines)):
+        if _running(None, [TARGET, *(unit_of(m) for m in machines)]):
             print("osunits: services of this host are running: stop them first "
                   "(osunits stop); nothing was removed", file=sys.stderr)
             raise typer.Exit(2)
@@ -354,12 +356,6 @@ def decommission(
           file=sys.stderr)
     if dry_run and result.changed:
         raise typer.Exit(1)
-
-
-def _succeeds(*argv: str) -> bool:
-    import subprocess
-
-    return subprocess.run(argv, check=False).returncode == 0
 
 
 @app.command("install-generator")

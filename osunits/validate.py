@@ -8,7 +8,7 @@ import os
 import re
 from collections.abc import Callable
 from ipaddress import IPv4Address, IPv4Network
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 from typing import TypeVar
 
 from osunits import fields
@@ -251,6 +251,11 @@ def _build_service(name: str, m: Mapping, problems: list[Problem], *,
                                   for x in (k, *m.key_loc(k))))
 
 
+def _nested(a: PurePosixPath, b: PurePosixPath) -> bool:
+    """``a`` and ``b`` are one path, or one holds the other."""
+    return a == b or a in b.parents or b in a.parents
+
+
 def _bind_overlaps(values: dict[str, object], m: Mapping) -> list[Problem]:
     """E108 for a bind over what the container must keep: osunits' own files, its hosts
     file, a state directory, or a config file's directory (the init would install the
@@ -262,9 +267,9 @@ def _bind_overlaps(values: dict[str, object], m: Mapping) -> list[Problem]:
     for b in values["binds"]:  # type: ignore[attr-defined]
         p = b.path
         clash = next((f"osunits' own {x}" for x in (CONTAINER_OWN, CONTAINER_HOSTS)
-                      if p == x or x in p.parents or p in x.parents), None)
-        clash = clash or next((f"the state directory {s}" for s in state
-                               if p == s or s in p.parents or p in s.parents), None)
+                      if _nested(p, x)), None)
+        clash = clash or next((f"the state directory {s}" for s in state if _nested(p, s)),
+                              None)
         clash = clash or next((f"the config file {c}" for c in configs if p in c.parents or
                                p == c), None)
         if clash:

@@ -314,14 +314,18 @@ def _write_locked(root: Path, files: tuple[PlannedFile, ...], host: str, adopt: 
                   inventory: frozenset[str], layout: Layout,
                   vet: Callable[[list[FileChange]], None] | None) -> Result:
     lock = _on_disk(root, layout.manifest.with_name("manifest.lock"))
+    planned = None
     if not lock.exists():
         # A root osunits never wrote to: find any refusal before the lock creates a file
         # (an OSError is left to the locked run, which says it as it says it always)
         with contextlib.suppress(OSError):
-            plan_changes(root, files, layout.manifest, host=host, dry_run=True, adopt=adopt,
-                         inventory=inventory)
+            planned = plan_changes(root, files, layout.manifest, host=host, dry_run=True,
+                                   adopt=adopt, inventory=inventory)
     with _locked(lock):
-        return _write_files(root, files, host, False, adopt, inventory, layout, vet)
+        if planned is not None and any(os.path.lexists(_on_disk(root, p)) for p in (
+                layout.manifest, _journal_of(layout.manifest))):
+            planned = None  # another run wrote first: plan again, under the lock
+        return _write_files(root, files, host, False, adopt, inventory, layout, vet, planned)
 
 
 @contextlib.contextmanager
@@ -341,10 +345,14 @@ def _locked(path: Path) -> Iterator[None]:
 
 def _write_files(root: Path, files: tuple[PlannedFile, ...], host: str, dry_run: bool,
                  adopt: bool, inventory: frozenset[str], layout: Layout,
-                 vet: Callable[[list[FileChange]], None] | None = None) -> Result:
+                 vet: Callable[[list[FileChange]], None] | None = None,
+                 planned: tuple[list[FileChange], Manifest] | None = None) -> Result:
+    """``planned``: plan_changes' answer for this root while it held no manifest or journal
+    (nothing osunits wrote yet: the first run's plan, made before taking the lock)."""
     recovered = not dry_run and _on_disk(root, _journal_of(layout.manifest)).exists()
-    changes, before = plan_changes(root, files, layout.manifest, host=host, dry_run=dry_run,
-                                   adopt=adopt, inventory=inventory)
+    changes, before = planned or plan_changes(root, files, layout.manifest, host=host,
+                                              dry_run=dry_run, adopt=adopt,
+                                              inventory=inventory)
     if vet is not None:
         vet(changes)
     secrets = _secrets(files)
@@ -479,7 +487,8 @@ def _stage(tmp: str, f: PlannedFile, made: set[str]) -> None:
         view = memoryview(f.content)
         while view:
             view = view[os.write(fd, view):]
-        os.fchmod(fd, f.mode)  # not subject to the umask
+        if f.mode & 0o022:  # open(2) applied the umask, 022 while writing
+            os.fchmod(fd, f.mode)
     finally:
         os.close(fd)
 

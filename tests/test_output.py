@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import contextlib
+import json
 import os
 import signal
 import subprocess
@@ -636,3 +638,43 @@ def test_a_vet_refusal_is_said_by_dry_run_too(tmp_path: Path) -> None:
     with pytest.raises(OutputError, match="refused: /etc/a"):
         write_files(tmp_path, (pf("/etc/a", "x"),), dry_run=True, vet=refuse)
     assert not (tmp_path / "etc").exists()
+
+
+def test_a_first_run_plans_again_when_another_wrote_while_it_waited(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A first run plans before taking the lock (to refuse before creating it); a run that
+    wrote meanwhile makes that plan stale: its files must be seen, and removed."""
+    from osunits import output
+
+    root = tmp_path / "root"
+    real = output._locked
+    other = True
+
+    @contextlib.contextmanager
+    def another_run_first(path: Path):  # type: ignore[no-untyped-def]
+        nonlocal other
+        if other:
+            other = False
+            write_files(root, (pf("/etc/b.conf", "theirs\n"),))
+        with real(path):
+            yield
+
+    monkeypatch.setattr(output, "_locked", another_run_first)
+    write_files(root, (pf("/etc/a.conf", "ours\n"),))
+    assert not other
+    assert (root / "etc/a.conf").read_text() == "ours\n"
+    assert not (root / "etc/b.conf").exists()
+    manifest = json.loads((root / str(MANIFEST).lstrip("/")).read_text())
+    assert sorted(manifest["files"]) == ["/etc/a.conf"]
+
+
+def test_files_get_their_exact_modes_whatever_the_umask(tmp_path: Path) -> None:
+    old = os.umask(0o077)
+    try:
+        modes = {"/etc/a": 0o644, "/etc/b": 0o600, "/etc/c": 0o664, "/etc/d": 0o777,
+                 "/etc/e": 0o400}
+        write_files(tmp_path, tuple(PlannedFile(PurePosixPath(p), b"x", m)
+                                    for p, m in modes.items()))
+    finally:
+        os.umask(old)
+    assert {p: (tmp_path / p[1:]).stat().st_mode & 0o7777 for p in modes} == modes

@@ -27,6 +27,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from osunits import parallel
+
 if TYPE_CHECKING:
     from osunits.model import Deployment
 
@@ -154,6 +156,7 @@ def load_model(root: Path, inputs: Callable[[], list[str]],
     except OSError:  # a relative root and a working directory that is gone
         return build(None)
     path = d / (hashlib.blake2b(where, digest_size=16).hexdigest() + ".pickle")
+    parallel.wait_background()  # a cache this process is writing: read it when written
     context, stats, racy = input_stats(root, inputs())
     key = hashlib.blake2b(marshal.dumps(sorted(stats.items())), digest_size=32).digest()
     data = read(path, _MAGIC + context)
@@ -168,7 +171,7 @@ def load_model(root: Path, inputs: Callable[[], list[str]],
         except Exception:  # noqa: BLE001 - a torn or foreign cache file is only a miss
             pass
     model = build(previous)
-    if not racy:
-        write(path, _MAGIC + context + key
-              + pickle.dumps((stats, model), protocol=pickle.HIGHEST_PROTOCOL))
+    if not racy and not read_only:  # pickling takes as long as the checks that follow
+        parallel.in_background(lambda: write(path, _MAGIC + context + key + pickle.dumps(
+            (stats, model), protocol=pickle.HIGHEST_PROTOCOL)))
     return model

@@ -20,7 +20,7 @@ import hashlib
 import importlib._bootstrap_external
 import importlib.util
 import sys
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 from typing import Any
@@ -48,11 +48,15 @@ from osunits.model import (
     Service,
 )
 from osunits.network import listen_address, mac_of, netns_name, veth_name
+from osunits.parallel import map_chunks
 from osunits.render import ConfigRenderer, render_text, render_unit
 from osunits.systemd.escape import EscapeError
 from osunits.systemd.units import TARGET, is_unit, unit_of
 
 OSUNITS_LIB = PurePosixPath("/var/lib/osunits")
+# Services rendered per process at least: a fork costs about as much as rendering 100
+# (bench/README.md).
+RENDERS_PER_FORK = 500
 ROOTFS_DIR = OSUNITS_LIB / "rootfs"  # images persist in /var whatever the layout
 INIT_CONTAINER_DIR = CONTAINER_OWN / "lib"
 # The init imported as a module, so Python uses the bytecode osunits ships next to it
@@ -167,6 +171,14 @@ class PlannedFile:
         data = b"->" + self.link.encode() if self.link else self.content
         return hashlib.sha256(data).hexdigest()
 
+    def as_tuple(self) -> tuple[Any, ...]:
+        return (str(self.path), self.content, self.mode, self.link, self.source,
+                self.services, self.secret)
+
+    @classmethod
+    def from_tuple(cls, t: tuple[Any, ...]) -> PlannedFile:
+        return cls(PurePosixPath(t[0]), *t[1:])
+
 
 @dataclass(frozen=True, slots=True)
 class HostPlan:
@@ -194,14 +206,27 @@ def plan_host(dep: Deployment, host_name: str, given_by: str = "--host",
     addresses = {k: str(v) for k, v in graph.addresses.items()}  # allocated by the checks
     gates = _gates(graph.cross_host)
     base = {id(s) for s in dep.services}  # a host's copy of another identity has overrides
-    for svc in host.services:
-        try:
-            files += _plan_service(dep, host, svc, renderer, layout, addresses, gates,
-                                   overridden=id(svc) not in base)
-        except DeploymentError as e:
-            problems += e.problems
-        except EscapeError as e:  # validation should have caught it: still no traceback
-            problems.append(Problem("P001", f"cannot write {svc.name}'s units: {e}", svc.loc))
+
+    def plan(services: Sequence[Service]) -> tuple[list[tuple[Any, ...]], list[Problem]]:
+        # PlannedFiles as tuples of their fields, with the path as a string: unpickling
+        # 10 000 frozen dataclasses and paths would cost what a process saves
+        files: list[tuple[Any, ...]] = []
+        problems: list[Problem] = []
+        for svc in services:
+            try:
+                files += (f.as_tuple() for f in _plan_service(
+                    dep, host, svc, renderer, layout, addresses, gates,
+                    overridden=id(svc) not in base))
+            except DeploymentError as e:
+                problems += e.problems
+            except EscapeError as e:  # validation should have caught it: still no traceback
+                problems.append(Problem("P001", f"cannot write {svc.name}'s units: {e}",
+                                        svc.loc))
+        return files, problems
+
+    for chunk_files, chunk_problems in map_chunks(plan, host.services, RENDERS_PER_FORK):
+        files += map(PlannedFile.from_tuple, chunk_files)
+        problems += chunk_problems
     if problems:
         raise DeploymentError(problems)
     for private in sorted({s.network is NetworkMode.PRIVATE for s in host.services}):
@@ -328,18 +353,21 @@ def check_configs(dep: Deployment, hosts: Iterable[Host]) -> list[Problem]:
     """Render every config file of these hosts' services and keep only the problems, each
     once: check-deps says what generate would refuse, without writing anything."""
     renderer = ConfigRenderer(dep.root / TEMPLATES_DIR, secrets_dir(dep.root))
-    problems: dict[Problem, None] = {}
-    for host in hosts:
-        for svc in host.services:
-            if not svc.config:
-                continue
+
+    def render(todo: Sequence[tuple[Host, Service]]) -> list[Problem]:
+        problems: list[Problem] = []
+        for host, svc in todo:
             context = _config_context(dep, host, svc)
             for cf in svc.config:
                 try:
                     renderer.render(cf.template, context, cf.loc)
                 except DeploymentError as e:
-                    problems.update(dict.fromkeys(e.problems))
-    return list(problems)
+                    problems += e.problems
+        return problems
+
+    todo = [(h, s) for h in hosts for s in h.services if s.config]
+    return list(dict.fromkeys(p for chunk in map_chunks(render, todo, RENDERS_PER_FORK)
+                              for p in chunk))
 
 
 def _plan_service(dep: Deployment, host: Host, svc: Service, renderer: ConfigRenderer,

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from osunits import cache, validate
+from osunits import cache, parallel, validate
 from osunits.deployment import load_deployment
 from osunits.errors import DeploymentError
 
@@ -42,6 +42,7 @@ def builds(monkeypatch: pytest.MonkeyPatch) -> list[Path]:
 
 
 def _models(tmp_path: Path) -> list[Path]:
+    parallel.wait_background()  # the model is written by a child while the run goes on
     return sorted((tmp_path / "cache").glob("models-*/*.pickle"))
 
 

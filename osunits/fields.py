@@ -7,6 +7,7 @@ unknown-key hints all derive from ``SERVICE_FIELDS``, so they cannot drift.
 from __future__ import annotations
 
 import ipaddress
+import math
 import re
 import shlex
 from collections.abc import Callable, Iterable
@@ -160,6 +161,8 @@ def parse_size(v: Value) -> int:
     n: int = int(m.group(1)) * 1024 ** "_KMGT".index(m.group(2).upper() or "_")
     if n <= 0:
         raise Invalid("must be positive")
+    if n >= 1 << 64:  # systemd's limit; it would ignore the setting
+        raise Invalid(f"{_show(x)} is more than systemd can hold (16 EiB)")
     return n
 
 
@@ -389,7 +392,10 @@ def parse_config_file(v: Value) -> ConfigFile:
             raise Invalid(f"{raw!r} is not an octal mode", mv.loc) from e
         if not 0 <= mode <= 0o777:
             raise Invalid(f"{raw!r} is not a file mode", m.entries["mode"].loc)
-    return ConfigFile(tmpl, parse_abs_path(_need(m, "path")), mode, m.loc)
+    path = parse_abs_path(_need(m, "path"))
+    if path == PurePosixPath("/"):
+        raise Invalid("a config file cannot be the container's /", m.entries["path"].loc)
+    return ConfigFile(tmpl, path, mode, m.loc)
 
 
 def parse_bind(v: Value) -> Bind:
@@ -493,6 +499,9 @@ def parse_readiness(v: Value) -> Readiness:
     return Readiness(kind, target, timeout)
 
 
+MAX_CPU_PERCENT = 100 * 4096  # CPUs; far above any host, and CPUQuota= holds it
+
+
 def parse_limits(v: Value) -> Limits:
     m = mapping_of(v)
     _only(m, {"memory", "cpu", "tasks"}, "limits")
@@ -500,13 +509,15 @@ def parse_limits(v: Value) -> Limits:
     if "cpu" in m.entries:
         raw = _scalar(m.entries["cpu"], "a CPU quota")
         mm = re.match(r"^(\d+)%$", str(raw))
-        if isinstance(raw, (int, float)) and not isinstance(raw, bool) and raw > 0:
-            cpu = int(round(raw * 100))
-        elif mm and int(mm.group(1)) > 0:
+        if isinstance(raw, (int, float)) and not isinstance(raw, bool) and math.isfinite(raw):
+            cpu = round(raw * 100)
+        elif mm:
             cpu = int(mm.group(1))
-        else:
+        # CPUQuota= is in percent: 0.004 CPUs would be no limit at all
+        if cpu is None or not 1 <= cpu <= MAX_CPU_PERCENT:
             raise Invalid(f"{raw!r} is not a CPU quota", m.entries["cpu"].loc,
-                          hint="a number of CPUs (1.5) or a percentage (150%)")
+                          hint="a number of CPUs (1.5) or a percentage (150%), from 0.01 "
+                               f"(1%) to {MAX_CPU_PERCENT // 100}")
     return Limits(
         parse_size(m.entries["memory"]) if "memory" in m.entries else None,
         cpu,

@@ -20,6 +20,7 @@ from osunits.model import (
     CONTAINER_HOSTS,
     CONTAINER_OWN,
     LOCATED_KEYS,
+    ConfigFile,
     Dependency,
     DependencyKind,
     Deployment,
@@ -236,7 +237,7 @@ def _build_service(name: str, m: Mapping, problems: list[Problem], *,
             else:
                 seen[dep_name] = str(kind)
                 deps.append(Dependency(dep_name, kind, item.loc))
-    problems += _bind_overlaps(values, m)
+    problems += _bind_overlaps(values, m) + _config_overlaps(values) + _publish_twice(values, m)
     values["readiness"] = values["readiness"] or Readiness(ReadinessKind.NONE)
     values["description"] = values["description"] or f"osunits service {name}"
     if len(problems) > n_before:
@@ -276,6 +277,33 @@ def _bind_overlaps(values: dict[str, object], m: Mapping) -> list[Problem]:
             out.append(Problem("E108", f"{b}: would cover {clash}", loc, "binds",
                                hint="bind it somewhere else in the container"))
     return out
+
+
+def _config_overlaps(values: dict[str, object]) -> list[Problem]:
+    """E108 for a config path that is another's, or its directory: both are files on the
+    host as in the container."""
+    out = []
+    seen: list[ConfigFile] = []
+    for cf in values["config"]:  # type: ignore[attr-defined]
+        other = next((o for o in seen if _nested(cf.path, o.path)), None)
+        if other is not None:
+            how = ("is written twice" if cf.path == other.path else
+                   "would be a directory" if cf.path in other.path.parents else
+                   "would be in a file")
+            out.append(Problem("E108", f"{cf.path} {how}: {other.path} is written from "
+                               f"template {other.template!r}", cf.loc, "config",
+                               hint="give each config file its own path"))
+        seen.append(cf)
+    return out
+
+
+def _publish_twice(values: dict[str, object], m: Mapping) -> list[Problem]:
+    """E108 for a host port published twice by one service (C006 compares services):
+    its socket unit is named after the port."""
+    ports = [p.host_port for p in values["publish"]]  # type: ignore[attr-defined]
+    twice = sorted({p for p in ports if ports.count(p) > 1})
+    return [Problem("E108", f"host port {p} is published twice", m.key_loc("publish"),
+                    "publish", hint="publish each host port once") for p in twice]
 
 
 def _items(v: Value | None) -> tuple[Value, ...]:
@@ -360,9 +388,9 @@ def _load_hosts(top: Mapping, roles: dict[str, _Role], names: set[str],
                 broken: set[str], problems: list[Problem], previous: dict[str, Host],
                 unchanged: set[str]) -> list[Host]:
     hm = _mapping_or_empty(top, "hosts", problems)
-    if hm is None:
+    if hm is None or not hm.entries:
         v = top.get("hosts")
-        if v is None or isinstance(v, Scalar):  # else E106 said what is wrong with it
+        if v is None or isinstance(v, Scalar) or hm is not None:  # else E106 said what
             problems.append(Problem("E121", "the deployment has no hosts",
                                     top.key_loc("hosts"), "hosts"))
         return []
@@ -391,7 +419,7 @@ def _load_hosts(top: Mapping, roles: dict[str, _Role], names: set[str],
                 address = fields.parse_address(av)
             except Invalid as e:
                 problems.append(Problem("E108", str(e), av.loc, "address"))
-            if address in addresses:
+            if address and address in addresses:
                 problems.append(Problem("E122", f"address {address} is also host "
                                         f"{addresses[address]!r}'s", av.loc, "address"))
             addresses.setdefault(address, hname)

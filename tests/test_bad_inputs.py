@@ -27,9 +27,10 @@ BAD = Path(__file__).parent / "fixtures" / "bad"
 CASES = sorted(p.name for p in BAD.iterdir() if p.is_dir())
 
 
-def expectations(case: Path) -> list[str]:
+def expectations(case: Path, kind: str = "expect") -> list[str]:
+    """What the output must say (``# expect:`` lines), or must not (``# expect-not:``)."""
     lines = (case / "deployment.yaml").read_text().splitlines()
-    return [ln.removeprefix("# expect: ") for ln in lines if ln.startswith("# expect: ")]
+    return [ln.removeprefix(f"# {kind}: ") for ln in lines if ln.startswith(f"# {kind}: ")]
 
 
 @pytest.fixture(scope="module")
@@ -62,6 +63,8 @@ def test_bad_input(case: str, tmp_path: Path, previous_root: Path) -> None:
     out = res.output.replace(str(tmp_path) + "/" + case + "/", "")
     for exp in expectations(src):
         assert exp in out, f"expected {exp!r} in:\n{out}"
+    for unexpected in expectations(src, "expect-not"):
+        assert unexpected not in out, f"did not expect {unexpected!r} in:\n{out}"
     assert "Traceback" not in out
     assert snapshot(root) == before
 

@@ -678,3 +678,32 @@ def test_files_get_their_exact_modes_whatever_the_umask(tmp_path: Path) -> None:
     finally:
         os.umask(old)
     assert {p: (tmp_path / p[1:]).stat().st_mode & 0o7777 for p in modes} == modes
+
+
+def test_two_files_at_one_path_are_refused_before_anything_is_written(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Validation refuses the inputs that lead there; should one get through, the writer
+    must not commit half of the set and stop at a file that is also a directory."""
+    from osunits import plan
+
+    real = plan._plan_service
+
+    def with_a_clash(dep, host, svc, *a, **kw):  # type: ignore[no-untyped-def]
+        files = real(dep, host, svc, *a, **kw)
+        if svc.name == "keystone":
+            first = files[0]
+            files.append(PlannedFile(first.path / "x", b"x", source="a clash"))
+            files.append(PlannedFile(PurePosixPath("/etc/twice"), b"1"))
+            files.append(PlannedFile(PurePosixPath("/etc/twice"), b"2"))
+            files.append(PlannedFile(PurePosixPath("/etc/twice-not"), b"3"))
+        return files
+
+    monkeypatch.setattr(plan, "_plan_service", with_a_clash)
+    root = tmp_path / "root"
+    res = CliRunner().invoke(app, ["generate", "-H", "ctl01", "-d", str(EXAMPLE),
+                                   "--root", str(root)])
+    assert res.exit_code == 2, res.output
+    assert "error[P002]: /etc/twice: planned from osunits, and /etc/twice from osunits" in res.output
+    assert "/x: planned from a clash, and " in res.output
+    assert res.output.count("P002") == 2
+    assert not root.exists()

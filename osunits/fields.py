@@ -312,25 +312,40 @@ def check_keys(m: Mapping, known: dict[str, Any], where: str) -> list[Problem]:
 def parse_environment(v: Value) -> tuple[tuple[str, str], ...]:
     m = mapping_of(v)
     out = []
+    wrong: list[Invalid] = []  # every bad variable, not only the first
     for k, val in m.entries.items():
-        if not ENV_RE.match(k):
-            raise Invalid(f"{k!r} is not a valid environment variable name", m.key_loc(k))
-        if k.startswith("OSUNITS_"):
-            raise Invalid(f"{k!r}: names starting OSUNITS_ are reserved for the container init",
-                          m.key_loc(k))
-        x = _scalar(val, "a string")
-        if isinstance(x, bool) or x is None:
-            raise Invalid(f"{k}: expected a string or number, got {_show(x)}", val.loc,
-                          hint="quote it: YAML reads yes/no/on/off as booleans")
-        s = str(x)
-        if "\n" in s or "\0" in s:
-            raise Invalid(f"{k}: must be a single line", val.loc)
         try:
-            _representable(f"{k}={s}")
+            out.append((k, _env_value(k, val, m)))
         except Invalid as e:
-            raise Invalid(f"{k}: {e}", val.loc) from None
-        out.append((k, s))
+            wrong.append(Invalid(str(e), e.loc or val.loc, e.hint))
+    if wrong:
+        raise Invalid(str(wrong[0]), wrong[0].loc, wrong[0].hint, tuple(wrong[1:]))
     return tuple(sorted(out))
+
+
+def _env_value(k: str, val: Value, m: Mapping) -> str:
+    if not ENV_RE.match(k):
+        raise Invalid(f"{k!r} is not a valid environment variable name", m.key_loc(k))
+    if k.startswith("OSUNITS_"):
+        raise Invalid(f"{k!r}: names starting OSUNITS_ are reserved for the container init",
+                      m.key_loc(k))
+    if not isinstance(val, Scalar):
+        raise Invalid(f"{k}: expected a string or number, got a "
+                      f"{'list' if isinstance(val, Sequence) else 'mapping'}")
+    x = val.value
+    if isinstance(x, bool) or x is None:
+        raise Invalid(f"{k}: expected a string or number, got "
+                      f"{repr(val.raw) if val.raw else _show(x)}", val.loc,
+                      hint="quote it: YAML reads yes/no/on/off as booleans")
+    # A number as written: YAML 1.1 would make 1.10 of 1.10, 8 of 010, 750 of 12:30
+    s = val.raw if isinstance(x, (int, float)) and val.raw else str(x)
+    if "\n" in s or "\0" in s:
+        raise Invalid(f"{k}: must be a single line", val.loc)
+    try:
+        _representable(f"{k}={s}")
+    except Invalid as e:
+        raise Invalid(f"{k}: {e}", val.loc) from None
+    return s
 
 
 def parse_port_spec(v: Value) -> Port:
@@ -505,24 +520,36 @@ MAX_CPU_PERCENT = 100 * 4096  # CPUs; far above any host, and CPUQuota= holds it
 def parse_limits(v: Value) -> Limits:
     m = mapping_of(v)
     _only(m, {"memory", "cpu", "tasks"}, "limits")
+    parsers: dict[str, Callable[[Value], int]] = {
+        "memory": parse_size, "cpu": _parse_cpu, "tasks": lambda x: parse_int(x, 1, 1 << 22)}
+    got: dict[str, int] = {}
+    wrong: list[Invalid] = []  # each limit's problem, named: not only the first
+    for key, parse in parsers.items():
+        if key in m.entries:
+            try:
+                got[key] = parse(m.entries[key])
+            except Invalid as e:
+                wrong.append(Invalid(f"{key}: {e}", e.loc or m.entries[key].loc, e.hint))
+    if wrong:
+        raise Invalid(str(wrong[0]), wrong[0].loc, wrong[0].hint, tuple(wrong[1:]))
+    return Limits(got.get("memory"), got.get("cpu"), got.get("tasks"))
+
+
+def _parse_cpu(v: Value) -> int:
+    """Percent of a CPU, from 1.5 or "150%"."""
+    raw = _scalar(v, "a CPU quota")
     cpu = None
-    if "cpu" in m.entries:
-        raw = _scalar(m.entries["cpu"], "a CPU quota")
-        mm = re.match(r"^(\d+)%$", str(raw))
-        if isinstance(raw, (int, float)) and not isinstance(raw, bool) and math.isfinite(raw):
-            cpu = round(raw * 100)
-        elif mm:
-            cpu = int(mm.group(1))
-        # CPUQuota= is in percent: 0.004 CPUs would be no limit at all
-        if cpu is None or not 1 <= cpu <= MAX_CPU_PERCENT:
-            raise Invalid(f"{raw!r} is not a CPU quota", m.entries["cpu"].loc,
-                          hint="a number of CPUs (1.5) or a percentage (150%), from 0.01 "
-                               f"(1%) to {MAX_CPU_PERCENT // 100}")
-    return Limits(
-        parse_size(m.entries["memory"]) if "memory" in m.entries else None,
-        cpu,
-        parse_int(m.entries["tasks"], 1, 1 << 22) if "tasks" in m.entries else None,
-    )
+    mm = re.match(r"^(\d+)%$", str(raw))
+    if isinstance(raw, (int, float)) and not isinstance(raw, bool) and math.isfinite(raw):
+        cpu = round(raw * 100)
+    elif mm:
+        cpu = int(mm.group(1))
+    # CPUQuota= is in percent: 0.004 CPUs would be no limit at all
+    if cpu is None or not 1 <= cpu <= MAX_CPU_PERCENT:
+        raise Invalid(f"{raw!r} is not a CPU quota",
+                      hint="a number of CPUs (1.5) or a percentage (150%), from 0.01 "
+                           f"(1%) to {MAX_CPU_PERCENT // 100}")
+    return cpu
 
 
 def _need(m: Mapping, key: str) -> Value:

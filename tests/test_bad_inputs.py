@@ -149,6 +149,41 @@ def test_config_mode_is_octal_as_written(written: str, tmp_path: Path) -> None:
     assert svc.config[0].mode == 0o644
 
 
+def test_environment_numbers_are_kept_as_written(tmp_path: Path) -> None:
+    """YAML 1.1 reads 1.10 as 1.1, 010 as 8, 12:30 as 750: a version or a time would change."""
+    from osunits.deployment import load_deployment
+    from tests.conftest import write_tree
+
+    written = {"A": "0x1F", "C": "12:30", "D": "1.10", "E": "010", "F": "1_000", "G": ".inf",
+               "H": "42", "I": "-0.50"}
+    write_tree(tmp_path, {
+        "deployment.yaml": "hosts:\n  h1: {address: 192.0.2.1, services: [a]}\n",
+        "services/a.yaml": "rootfs: x\nexec: /bin/true\nenvironment:\n"
+                           + "".join(f"  {k}: {v}\n" for k, v in written.items()),
+    })
+    (svc,) = load_deployment(tmp_path).services
+    assert dict(svc.environment) == written
+
+
+def test_every_bad_environment_variable_is_named(tmp_path: Path) -> None:
+    from tests.conftest import write_tree
+
+    write_tree(tmp_path, {
+        "deployment.yaml": "hosts:\n  h1: {address: 192.0.2.1, services: [a]}\n",
+        "services/a.yaml": "rootfs: x\nexec: /bin/true\nenvironment:\n  A: [1]\n"
+                           "  B: yes\n  C: {x: 1}\n  D: fine\n",
+    })
+    res = CliRunner().invoke(app, ["check-deps", "-d", str(tmp_path)])
+    assert res.exit_code == 2, res.output
+    assert "a.yaml:4: error[E108]: environment: A: expected a string or number, got a list" \
+        in res.output
+    assert "a.yaml:5: error[E108]: environment: B: expected a string or number, got 'yes'" \
+        in res.output
+    assert "a.yaml:6: error[E108]: environment: C: expected a string or number, got a mapping" \
+        in res.output
+    assert res.output.count("error[") == 3
+
+
 # Any values under any service keys: the pipeline compiles them or says what is wrong,
 # never a traceback (checked with 3000 examples while writing this; 60 per suite run).
 _KEYS = sorted(f.key for f in SERVICE_FIELDS)

@@ -18,6 +18,8 @@ from typing import Any, TypeVar
 from osunits.errors import Location, Problem, closest
 from osunits.load import Mapping, Scalar, Sequence, Value
 from osunits.model import (
+    HOST_OWN,
+    OSUNITS_LIB,
     Bind,
     ConfigFile,
     Limits,
@@ -435,7 +437,16 @@ def parse_bind(v: Value) -> Bind:
 def _bind(b: Bind) -> Bind:
     if b.path == PurePosixPath("/"):
         raise Invalid(f"{b.host}: cannot be bound over the container's /")
+    _not_osunits_own(b.host, None, "bind the directory the service needs, elsewhere")
     return b
+
+
+def _not_osunits_own(host: PurePosixPath, loc: Location | None, hint: str) -> None:
+    """A service's host directory must not be, hold or lie in osunits' own: they hold the
+    rendered config of every service (secrets too) and the images."""
+    for own in (OSUNITS_LIB, *HOST_OWN):
+        if host == own or host in own.parents or own in host.parents and own in HOST_OWN:
+            raise Invalid(f"{host}: would give the container {own}, osunits' own", loc, hint)
 
 
 def parse_device(v: Value) -> PurePosixPath:
@@ -475,6 +486,9 @@ def parse_state_dir(v: Value) -> StateDir:
     if host is not None and (host.parts[:3] != ("/", "var", "lib") or len(host.parts) < 4):
         raise Invalid(f"{host}: host state directories live under /var/lib/",
                       v.entries["host"].loc)
+    if host is not None:
+        _not_osunits_own(host, v.entries["host"].loc,
+                         "leave out host: to keep it under /var/lib/osunits/state/SERVICE/")
     return StateDir(parse_abs_path(_need(v, "path")), host,
                     parse_bool(v.entries["shared"]) if "shared" in v.entries else False)
 

@@ -371,7 +371,11 @@ def _check_conflicts(h: Host, problems: list[Problem]) -> None:
             hp = str(st.host_path(s.name))
             if hp in paths:
                 other, other_shared = paths[hp]
-                if not (st.shared and other_shared):
+                if other == s.name:
+                    problems.append(Problem("C007", f"{s.name} lists {hp} twice",
+                                            s.loc_of("state"), "state",
+                                            hint="list each state directory once"))
+                elif not (st.shared and other_shared):
                     problems.append(Problem(
                         "C007", f"{s.name} and {other} both write {hp} on {h.name}",
                         s.loc_of("state"),

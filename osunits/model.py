@@ -100,7 +100,12 @@ class ConfigFile:
     loc: Location | None = field(default=None, compare=False)
 
 
-STATE_ROOT = PurePosixPath("/var/lib/osunits/state")
+OSUNITS_LIB = PurePosixPath("/var/lib/osunits")  # the manifest, rendered config, images
+STATE_ROOT = OSUNITS_LIB / "state"
+# Host directories of osunits' own: rendered config (secrets too), hosts files, the init,
+# the images (and machined's links to them); never a service's to write or read
+HOST_OWN = (*(OSUNITS_LIB / d for d in ("config", "hosts", "lib", "rootfs")),
+            PurePosixPath("/var/lib/machines"))
 
 
 @_pickled_as_arguments

@@ -41,6 +41,7 @@ from osunits.graph import (
 from osunits.model import (
     CONTAINER_HOSTS,
     CONTAINER_OWN,
+    OSUNITS_LIB,
     DependencyKind,
     Deployment,
     Host,
@@ -53,7 +54,6 @@ from osunits.render import ConfigRenderer, render_text, render_unit
 from osunits.systemd.escape import EscapeError
 from osunits.systemd.units import TARGET, is_unit, unit_of
 
-OSUNITS_LIB = PurePosixPath("/var/lib/osunits")
 # Services rendered per process at least: a fork costs about as much as rendering 100
 # (bench/README.md).
 RENDERS_PER_FORK = 500

@@ -262,34 +262,41 @@ class ConfigRenderer:
         try:
             return self.env.get_template(name).render(**context)
         except jinja2.TemplateNotFound as e:
-            p = template_not_found(e, self.env, self.dir, where)
+            # one the template includes (imports, extends): named at that line
+            at = _template_frame(e, self.dir) if e.name != name else None
+            p = template_not_found(e, self.env, self.dir, at or where)
+            if at and where:
+                p = dataclasses.replace(p, hint="; ".join(filter(None, [
+                    p.hint, f"used at {where}"])))
             raise DeploymentError([dataclasses.replace(p, message=self._masked(p.message))]
                                   ) from None
         except jinja2.TemplateSyntaxError as e:
             raise DeploymentError([template_syntax(e, self.dir / name)]) from None
         except Exception as e:  # noqa: BLE001 - a template is code: whatever it raises
             # (1 // 0, a bad format, an undefined name) is the template's error, not a crash
-            line = _template_line(e, self.dir / name)
-            what = str(e) if isinstance(e, (jinja2.TemplateError, SecurityError, TypeError,
-                                            ValueError)) else (
-                f"{type(e).__name__}: {e}")
+            at = _template_frame(e, self.dir)
+            what = ("templates include each other without end (an include loop)"
+                    if isinstance(e, RecursionError) else
+                    str(e) if isinstance(e, (jinja2.TemplateError, SecurityError, TypeError,
+                                             ValueError)) else f"{type(e).__name__}: {e}")
             what = self._masked(what)
             hints = [CREATE_SECRETS] if isinstance(e, MissingSecret) else []
-            if line and where:
+            if at and where:
                 hints.append(f"used at {where}")
             raise DeploymentError([Problem(
-                "T003", f"cannot render {name}: {what}",
-                Location(str(self.dir / name), line) if line else where, "config.template",
+                "T003", f"cannot render {name}: {what}", at or where, "config.template",
                 hint="; ".join(hints))]) from None
 
 
-def _template_line(e: BaseException, path: Path) -> int:
-    """The template's line the error was raised at (jinja2 rewrites tracebacks so that
-    its frames carry the template's file name and line), or 0."""
-    line, name = 0, os.path.normpath(path)
+def _template_frame(e: BaseException, directory: Path) -> Location | None:
+    """Where in the templates the error was raised: the innermost frame of a template
+    under ``directory`` (jinja2 rewrites tracebacks so that a template's frames carry its
+    file name and line), or None."""
+    top = os.path.normpath(directory) + os.sep
+    at = None
     tb = e.__traceback__
     while tb is not None:
-        if tb.tb_frame.f_code.co_filename == name:
-            line = tb.tb_lineno
+        if tb.tb_frame.f_code.co_filename.startswith(top):
+            at = Location(tb.tb_frame.f_code.co_filename, tb.tb_lineno)
         tb = tb.tb_next
-    return line
+    return at

@@ -116,6 +116,32 @@ def test_a_template_that_fails_to_render_names_its_own_line(tmp_path: Path) -> N
         assert res.output.count("T003") == 1
 
 
+@pytest.mark.parametrize("case", ["missing include", "include loop", "error in include"])
+def test_an_included_templates_problem_is_named_at_its_line(case: str, tmp_path: Path) -> None:
+    dep = tmp_path / "dep"
+    shutil.copytree(EXAMPLE, dep)
+    tmpl = dep / "templates/glance/glance-api.conf.j2"
+    inner = dep / "templates/glance/inner.j2"
+    inner.write_text("a = 1\nb = {{ host.nosuch }}\n")
+    include = {"missing include": "glance/nope.j2", "include loop": "glance/glance-api.conf.j2",
+               "error in include": "glance/inner.j2"}[case]
+    lines = tmpl.read_text().splitlines(keepends=True)
+    tmpl.write_text("".join(lines[:2]) + f'{{% include "{include}" %}}\n' + "".join(lines[2:]))
+    res = CliRunner().invoke(app, ["check-deps", "-d", str(dep)])
+    assert res.exit_code == 1, res.output
+    expected = {
+        "missing include": f"{tmpl}:3: error[T001]: config.template: config template "
+                           "'glance/nope.j2' not found",
+        "include loop": f"{tmpl}:3: error[T003]: config.template: cannot render "
+                        "glance/glance-api.conf.j2: templates include each other without end",
+        "error in include": f"{inner}:2: error[T003]: config.template: cannot render "
+                            "glance/glance-api.conf.j2: ",
+    }[case]
+    assert expected in res.output
+    assert f"used at {dep}/services/glance-api.yaml:" in res.output
+    assert "Traceback" not in res.output
+
+
 def test_check_deps_checks_the_deployments_own_rootfs_specs(tmp_path: Path) -> None:
     dep = tmp_path / "dep"
     shutil.copytree(EXAMPLE, dep)

@@ -142,12 +142,15 @@ def parse_port(v: Value) -> int:
 def parse_duration(v: Value) -> int:
     """Seconds, from an integer or '90s', '5min', '1h'."""
     x = _scalar(v, "a duration")
-    if isinstance(x, int) and not isinstance(x, bool) and 0 < x <= 86400:
-        return x
-    m = _DURATION_RE.match(str(x)) if isinstance(x, str) else None
-    if not m:
-        raise Invalid(f"{_show(x)} is not a duration", hint="write seconds, or e.g. 90s, 5min, 1h")
-    n = int(m.group(1)) * {"": 1, "s": 1, "sec": 1, "m": 60, "min": 60, "h": 3600}[m.group(2) or ""]
+    if isinstance(x, int) and not isinstance(x, bool):
+        n = x
+    else:
+        m = _DURATION_RE.match(str(x)) if isinstance(x, str) else None
+        if not m:
+            raise Invalid(f"{_show(x)} is not a duration",
+                          hint="write seconds, or e.g. 90s, 5min, 1h")
+        n = int(m.group(1)) * {"": 1, "s": 1, "sec": 1, "m": 60, "min": 60,
+                               "h": 3600}[m.group(2) or ""]
     if not 0 < n <= 86400:
         raise Invalid(f"{x} is out of range (1s..24h)")
     return n

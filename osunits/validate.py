@@ -413,15 +413,17 @@ def _load_hosts(top: Mapping, roles: dict[str, _Role], names: set[str],
         address = ""
         av = hv.get("address")
         if av is None:
-            problems.append(Problem("E107", "missing required key", hv.loc, "address"))
+            problems.append(Problem("E107", "missing required key", hv.loc,
+                                    f"hosts.{hname}.address"))
         else:
             try:
                 address = fields.parse_address(av)
             except Invalid as e:
-                problems.append(Problem("E108", str(e), av.loc, "address"))
+                problems.append(Problem("E108", str(e), av.loc, f"hosts.{hname}.address"))
             if address and address in addresses:
                 problems.append(Problem("E122", f"address {address} is also host "
-                                        f"{addresses[address]!r}'s", av.loc, "address"))
+                                        f"{addresses[address]!r}'s", av.loc,
+                                        f"hosts.{hname}.address"))
             addresses.setdefault(address, hname)
         role_names = []
         layers: list[Mapping] = []

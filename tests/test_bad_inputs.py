@@ -237,3 +237,13 @@ def test_any_service_values_compile_or_are_a_clear_error(
         plan_host(dep, "ctl01")
     except OsunitsError as e:
         assert str(e)
+
+
+@pytest.mark.parametrize("raw", [86401, 0, -5, "0s", "25h", "1441min"])
+def test_a_duration_out_of_range_says_so(raw: object) -> None:
+    from osunits.errors import Location
+    from osunits.fields import Invalid, parse_duration
+    from osunits.load import Scalar
+
+    with pytest.raises(Invalid, match=r"out of range \(1s\.\.24h\)"):
+        parse_duration(Scalar(raw, Location("a.yaml", 1)))  # type: ignore[arg-type]

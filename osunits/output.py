@@ -90,6 +90,22 @@ def _on_disk(root: Path, p: PurePosixPath) -> Path:
     return Path(_disk(_prefix(root), p))
 
 
+NOT_A_DIRECTORY = b"<a parent is not a directory>"
+
+
+def _not_a_directory(path: str) -> str:
+    """The directory above ``path`` that is something else."""
+    d = os.path.dirname(path)
+    while d != os.path.dirname(d):
+        try:
+            if not stat.S_ISDIR(os.stat(d).st_mode):
+                return d
+        except OSError:
+            pass
+        d = os.path.dirname(d)
+    return os.path.dirname(path)
+
+
 def _read_current(path: str) -> tuple[bytes, int] | None:
     """Current content of ``path`` in the form PlannedFile.digest hashes, and its mode
     (0 for a symlink or directory); None if absent."""
@@ -104,7 +120,7 @@ def _read_current(path: str) -> tuple[bytes, int] | None:
     except FileNotFoundError:
         return None
     except NotADirectoryError:
-        return b"<a parent is not a directory>", 0
+        return NOT_A_DIRECTORY, 0
     except OSError as e:
         raise OutputError(f"{path}: cannot read ({e.strerror}); refusing to write") from e
 
@@ -229,7 +245,10 @@ def plan_changes(root: Path, files: tuple[PlannedFile, ...],
             continue
         cur, mode = current
         known = owned.get(str(f.path))
-        if known is None:
+        if cur == NOT_A_DIRECTORY:
+            conflicts.append(f"{_not_a_directory(disk)}: not a directory, and osunits writes "
+                             "files under it")
+        elif known is None:
             if cur == new and mode == (0 if f.link else f.mode):  # a link is mode 0
                 if adopt:
                     changes.append(FileChange(f.path, Change.ADOPT, cur, new))
@@ -261,7 +280,8 @@ def plan_changes(root: Path, files: tuple[PlannedFile, ...],
             continue
         changes.append(FileChange(PurePosixPath(path), Change.REMOVE, cur, None))
     if conflicts:
-        raise OutputError("refusing to write; nothing was changed:\n  " + "\n  ".join(conflicts))
+        raise OutputError("refusing to write; nothing was changed:\n  "
+                          + "\n  ".join(dict.fromkeys(conflicts)))
     return sorted(changes, key=lambda c: c.path.parts), m  # PurePath's order (see plan_host)
 
 

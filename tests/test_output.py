@@ -707,3 +707,14 @@ def test_two_files_at_one_path_are_refused_before_anything_is_written(
     assert "/x: planned from a clash, and " in res.output
     assert res.output.count("P002") == 2
     assert not root.exists()
+
+
+def test_a_file_where_a_directory_goes_is_named_once(tmp_path: Path) -> None:
+    (tmp_path / "etc").mkdir()
+    (tmp_path / "etc/units").write_text("not a directory\n")
+    with pytest.raises(OutputError) as e:
+        write_files(tmp_path, (pf("/etc/units/a.service"), pf("/etc/units/b.service"),
+                               pf("/etc/units/sub/c.conf")))
+    assert str(e.value).splitlines()[1:] == [
+        f"  {tmp_path}/etc/units: not a directory, and osunits writes files under it"]
+    assert (tmp_path / "etc/units").read_text() == "not a directory\n"

@@ -400,7 +400,11 @@ def _write(root: Path, files: tuple[PlannedFile, ...], changes: list[FileChange]
     prefix = _prefix(root)
     finals = [_disk(prefix, c.path) for c in to_stage]
     temps = [_tmp_name(final) for final in finals]
-    write_json(journal_path, {"state": "staging", "temps": temps})
+    # Paths under the root, not absolute: a copy of the root (a backup restored elsewhere)
+    # completes its own run, never the original's.
+    rel = len(prefix)
+    write_json(journal_path, {"state": "staging", "paths": "root", "temps": [
+        t[rel:] for t in temps]})
     # Durable before any temp file exists, so that a crash cannot leave temp files the
     # next run does not know to remove (they may be on another file system).
     _sync([str(journal_path.parent)])
@@ -411,8 +415,10 @@ def _write(root: Path, files: tuple[PlannedFile, ...], changes: list[FileChange]
     _sync([os.path.dirname(tmp) for tmp, _ in staged])
     removals = [_disk(prefix, c.path) for c in changes if c.change is Change.REMOVE]
     new_manifest = {str(f.path): f.digest for f in files}
-    write_json(journal_path, {"state": "committing", "renames": staged, "removals": removals,
-                               "manifest": new_manifest, "host": host, "secrets": secrets})
+    write_json(journal_path, {"state": "committing", "paths": "root",
+                              "renames": [(t[rel:], f[rel:]) for t, f in staged],
+                              "removals": [r[rel:] for r in removals],
+                              "manifest": new_manifest, "host": host, "secrets": secrets})
     _sync([str(journal_path.parent)])  # the commit record durable before the first rename
     _commit(root, staged, removals, new_manifest, host, secrets, layout.manifest)
     result.written = result.written or bool(changes)  # systemd reloads for files, not this
@@ -428,12 +434,15 @@ def recover(root: Path, manifest: PurePosixPath = MANIFEST) -> None:
         return
     except ValueError:
         journal = {"state": "staging", "temps": []}  # torn write: nothing was committed yet
+    # "root": paths under this root; else absolute (journals of earlier osunits)
+    under = _prefix(root) if journal.get("paths") == "root" else ""
     if journal.get("state") == "committing":
-        _commit(root, journal["renames"], journal["removals"], journal["manifest"],
+        _commit(root, [(under + t, under + f) for t, f in journal["renames"]],
+                [under + r for r in journal["removals"]], journal["manifest"],
                 journal.get("host", ""), journal.get("secrets", []), manifest, recovering=True)
         return
     for tmp in journal.get("temps", []):
-        Path(tmp).unlink(missing_ok=True)
+        Path(under + tmp).unlink(missing_ok=True)
     journal_path.unlink()
 
 

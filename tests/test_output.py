@@ -718,3 +718,31 @@ def test_a_file_where_a_directory_goes_is_named_once(tmp_path: Path) -> None:
     assert str(e.value).splitlines()[1:] == [
         f"  {tmp_path}/etc/units: not a directory, and osunits writes files under it"]
     assert (tmp_path / "etc/units").read_text() == "not a directory\n"
+
+
+def test_a_copied_root_completes_its_own_interrupted_run_not_the_originals(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import shutil
+
+    from osunits import output
+
+    original = tmp_path / "original"
+    write_files(original, (pf("/etc/a.conf", "v1\n"),))
+
+    def killed(*a, **kw):  # type: ignore[no-untyped-def]
+        raise KeyboardInterrupt  # as a kill: staged and journaled, nothing renamed
+
+    monkeypatch.setattr(output, "_commit", killed)
+    with pytest.raises(KeyboardInterrupt):
+        write_files(original, (pf("/etc/a.conf", "v2\n"), pf("/etc/b.conf", "new\n")))
+    monkeypatch.undo()
+    copy = tmp_path / "copy"
+    shutil.copytree(original, copy, symlinks=True)
+    before = snapshot(original)
+    write_files(copy, (pf("/etc/a.conf", "v2\n"), pf("/etc/b.conf", "new\n")))
+    assert snapshot(original) == before  # its run is still pending, its own to complete
+    assert (copy / "etc/a.conf").read_text() == "v2\n"
+    assert (copy / "etc/b.conf").read_text() == "new\n"
+    assert not list(copy.rglob("*.osunits-new")) and not (copy / JOURNAL.relative_to("/")).exists()
+    write_files(original, (pf("/etc/a.conf", "v2\n"), pf("/etc/b.conf", "new\n")))
+    assert (original / "etc/a.conf").read_text() == "v2\n"

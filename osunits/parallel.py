@@ -15,6 +15,7 @@ import contextlib
 import os
 import pickle
 import signal
+import threading
 from collections.abc import Callable, Sequence
 from typing import Any, TypeVar
 
@@ -23,6 +24,10 @@ R = TypeVar("R")
 
 
 def _cpus() -> int:
+    """CPUs to use; one while other threads run: a child forked then could find a lock
+    held for ever (by a thread that exists only in the parent)."""
+    if threading.active_count() > 1:
+        return 1
     try:
         return len(os.sched_getaffinity(0))
     except OSError:
@@ -61,6 +66,8 @@ def in_background(fn: Callable[[], object]) -> None:
     """Run ``fn`` in a child while this process goes on (``wait_background`` waits for it,
     and so does the process before it exits). Without a fork, ``fn`` runs here and now."""
     try:
+        if _cpus() == 1:
+            raise OSError("one CPU, or other threads")
         pid = os.fork()
     except OSError:
         fn()

@@ -90,3 +90,21 @@ def test_background_work_is_waited_for(tmp_path: Path) -> None:
     parallel.in_background(write)
     parallel.wait_background()
     assert out.read_text() != str(me)  # written by another process, before the wait ended
+
+
+def test_nothing_is_forked_while_other_threads_run(monkeypatch: pytest.MonkeyPatch) -> None:
+    import threading
+
+    monkeypatch.undo()  # the real CPU count: the threads decide
+    stop = threading.Event()
+    t = threading.Thread(target=stop.wait)
+    t.start()
+    try:
+        out = parallel.map_chunks(lambda xs: os.getpid(), list(range(10_000)), min_chunk=1)
+        ran: list[int] = []
+        parallel.in_background(lambda: ran.append(os.getpid()))
+    finally:
+        stop.set()
+        t.join()
+    assert out == [os.getpid()]
+    assert ran == [os.getpid()]

@@ -1,9 +1,12 @@
-"""docs/ stays true to the code: generated parts in sync, schema useful, every command and code documented."""
+"""docs/ stays true to the code: generated parts in sync, schema useful, every command and code
+documented, example output as the commands print it."""
 
 from __future__ import annotations
 
 import json
+import os
 import re
+import shlex
 import shutil
 import subprocess
 import sys
@@ -186,3 +189,194 @@ def test_every_error_code_is_documented() -> None:
 def test_no_documented_code_is_gone() -> None:
     stale = _codes_in_table() - _codes_in_source()
     assert not stale, f"docs/format.md documents codes osunits no longer uses: {sorted(stale)}"
+
+
+# --- (e) the example output in the docs is what the commands print ------------------------
+#
+# A fenced block that shows a session (`$ COMMAND` lines, or `[HOST] $ COMMAND` for one of
+# two hosts, each followed by what it printed) is run again, command by command, in one
+# bash session from the repository's root, stdout and stderr together in the order they
+# were written (as on a terminal). A line `...` in the doc stands for one or more lines
+# left out; everything else must be the very lines printed. Only what truly varies is
+# normalised: the scratch paths the docs name (/tmp/ctl01, build/graph.svg) become this
+# test's own, and back in the output; an `ls -l` line's owner and time.
+
+_PROMPT = re.compile(r"^(?:\[(\w+)\] )?\$ (.*)$")
+_MARK = "@@osunits-docs-test: next command@@"
+
+
+def _block(doc: str, after: str) -> list[str]:
+    """The lines of the first fenced block of docs/DOC after the text `after`."""
+    text = (DOCS / doc).read_text()
+    assert text.count(after) == 1, f"docs/{doc}: {after!r} is not there once"
+    rest = text[text.index(after):]
+    m = re.search(r"^```[\w-]*\n(.*?)^```$", rest, re.M | re.S)
+    assert m, f"docs/{doc}: no fenced block after {after!r}"
+    return m.group(1).splitlines()
+
+
+def _session(lines: list[str]) -> list[tuple[str | None, str, list[str]]]:
+    """(host prompt or None, command, the lines shown after it), for each command."""
+    out: list[tuple[str | None, str, list[str]]] = []
+    for line in lines:
+        m = _PROMPT.match(line)
+        if m:
+            out.append((m.group(1), m.group(2), []))
+        else:
+            assert out, f"a block that does not start with a command: {line!r}"
+            out[-1][2].append(line)
+    return out
+
+
+def _elided_match(shown: list[str], actual: list[str]) -> bool:
+    """Is `shown` `actual` with runs of one or more lines replaced by a line `...`?"""
+    parts: list[list[str]] = [[]]
+    for line in shown:
+        if line.strip() == "...":
+            parts.append([])
+        else:
+            parts[-1].append(line)
+    if len(parts) == 1:
+        return shown == actual
+    first, *middle, last = parts
+    end = len(actual) - len(last)
+    if actual[:len(first)] != first or actual[end:] != last:
+        return False
+    pos = len(first)
+    for seg in middle:  # each as early as it can be: leaves the most room for the rest
+        for i in range(pos + 1, end - len(seg)):
+            if actual[i:i + len(seg)] == seg:
+                pos = i + len(seg)
+                break
+        else:
+            return False
+    return end - pos >= 1
+
+
+def _assert_shown(where: str, command: str, shown: list[str], actual: list[str]) -> None:
+    if not _elided_match(shown, actual):
+        pytest.fail(f"{where}: `{command}` is shown printing\n" + "\n".join(shown)
+                    + "\n--- but it prints ---\n" + "\n".join(actual), pytrace=False)
+
+
+def _ls_l(line: str) -> str:
+    """`ls -l`'s owner and time vary: as the docs show them (root, `...`)."""
+    return re.sub(r"^([l-][rwxsStT-]{9}\.?\s+\d+)\s+\S+\s+\S+\s+(\d+)\s+\w{3}\s+\d+\s+[\d:]+ ",
+                  r"\1 root root \2 ... ", line)
+
+
+def _run_block(where: str, lines: list[str], subs: dict[str, str]) -> None:
+    """Run the block's commands (with `subs` applied) and compare with what it shows."""
+    session = _session(lines)
+    assert all(host is None for host, _, _ in session), f"{where}: a command of another host"
+    script = [f'osunits() {{ {shlex.quote(sys.executable)} -m osunits.cli "$@"; }}']
+    for _, command, _ in session:
+        for old, new in subs.items():
+            command = command.replace(old, new)
+        # the marker keeps $? for a following `echo $?`
+        script.append(f"__s=$?; echo {shlex.quote(_MARK)}; (exit $__s); {command}")
+    env = {k: v for k, v in os.environ.items()
+           if k not in ("OSUNITS_HOST", "OSUNITS_DEPLOYMENT", "OSUNITS_BUS_ADDRESS")}
+    env.update(PYTHONUNBUFFERED="1", LC_ALL="C")
+    res = subprocess.run(["bash", "-c", "\n".join(script)], cwd=REPO, env=env, text=True,
+                         stdout=subprocess.PIPE, stderr=subprocess.STDOUT, check=False)
+    out = res.stdout
+    for old, new in subs.items():
+        out = out.replace(new, old)
+    outputs = out.split(_MARK + "\n")
+    assert outputs[0] == "" and len(outputs) == len(session) + 1, res.stdout
+    for (_, command, shown), printed in zip(session, outputs[1:], strict=True):
+        actual = printed.splitlines()
+        if command.startswith("ls -l"):
+            actual = [_ls_l(line) for line in actual]
+        _assert_shown(where, command, shown, actual)
+
+
+def test_elided_match() -> None:
+    actual = ["a", "b", "c", "d", "e"]
+    assert _elided_match(actual, actual)
+    assert _elided_match(["a", "...", "e"], actual)
+    assert _elided_match(["...", "c", "...", "e"], actual)
+    assert _elided_match(["a", "...", "c", "d", "e"], actual)
+    assert not _elided_match(["a", "...", "b", "c", "d", "e"], actual)  # `...` is a line or more
+    assert not _elided_match(["a", "c", "...", "e"], actual)
+    assert not _elided_match(["a", "...", "d"], actual)
+    assert not _elided_match(["a", "...", "c", "b", "...", "e"], actual)
+    assert not _elided_match(actual[:-1], actual)
+
+
+def test_commands_md_generate_examples(tmp_path: Path) -> None:
+    """docs/commands.md's `generate` examples, in the doc's order on one scratch root."""
+    subs = {"/tmp/ctl01": str(tmp_path / "ctl01")}
+    changed = tmp_path / "deployment"  # "After changing memory: 2G to 3G" in a copy
+    shutil.copytree(EXAMPLE, changed)
+    mariadb = changed / "services" / "mariadb.yaml"
+    assert "limits: {memory: 2G}" in mariadb.read_text()
+    mariadb.write_text(mariadb.read_text().replace("limits: {memory: 2G}", "limits: {memory: 3G}"))
+    for after, extra in [("First run, into a scratch root", {}),
+                         ("Run again: nothing changes", {}),
+                         ("After changing `limits: {memory: 2G}` to `3G`",
+                          {"examples/openstack": str(changed)}),
+                         ("A file edited by hand is never overwritten", {}),
+                         ("An invalid deployment or an unknown host", {})]:
+        _run_block(f"docs/commands.md, after {after!r}", _block("commands.md", after),
+                   {**subs, **extra})
+
+
+def test_commands_md_check_deps_text_example() -> None:
+    after = "```\n$ osunits check-deps --deployment examples/openstack; echo $?"
+    _run_block("docs/commands.md", _block("commands.md", after), {})
+
+
+def test_commands_md_check_deps_json_example() -> None:
+    _run_block("docs/commands.md", _block("commands.md", "**JSON** (`--format json`)"), {})
+
+
+def test_commands_md_check_deps_dot_example(tmp_path: Path) -> None:
+    subs = {"build/graph.svg": str(tmp_path / "graph.svg")}
+    if shutil.which("dot") is None:  # graphviz (make deps installs it): its picture is not checked
+        subs = {"dot -Tsvg -o build/graph.svg": "cat >/dev/null"}
+    _run_block("docs/commands.md", _block("commands.md", "**DOT** (`--format dot`)"), subs)
+    assert shutil.which("dot") is None or (tmp_path / "graph.svg").stat().st_size > 0
+
+
+NETDEPLOY = REPO / "tests" / "fixtures" / "netdeploy"
+
+
+def test_networks_md_check_deps_example() -> None:
+    after = "```\n$ osunits check-deps -d tests/fixtures/netdeploy"
+    _run_block("docs/networks.md", _block("networks.md", after), {})
+
+
+@pytest.fixture(scope="module")
+def netdeploy_roots(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    """tests/fixtures/netdeploy generated for its hosts a and b, as the docs show them."""
+    roots = {}
+    for host in ("a", "b"):
+        roots[host] = tmp_path_factory.mktemp(f"netdeploy-{host}")
+        subprocess.run([sys.executable, "-m", "osunits.cli", "generate", "-H", host, "-d",
+                        str(NETDEPLOY), "--root", str(roots[host])], cwd=REPO,
+                       capture_output=True, text=True, check=True)
+    return roots
+
+
+def test_networks_md_hosts_files(netdeploy_roots: dict[str, Path]) -> None:
+    session = _session(_block("networks.md", "Host `a` (private-network containers) and host `b`"))
+    assert [host for host, _, _ in session] == ["a", "b"]
+    for host, command, shown in session:
+        assert host is not None and command.startswith("cat /")
+        actual = (netdeploy_roots[host] / command.removeprefix("cat /")).read_text()
+        _assert_shown(f"docs/networks.md, host {host}", command, shown, actual.splitlines())
+
+
+@pytest.mark.parametrize("unit,host", [("osunits-publish-web1-8081.socket", "a"),
+                                       ("osunits-publish-web1-8081.service", "a"),
+                                       ("osunits-remote-web1.service", "b")])
+def test_networks_md_units(netdeploy_roots: dict[str, Path], unit: str, host: str) -> None:
+    """An `ini` block headed `# UNIT` is that unit as generated, less its two comment lines
+    naming the source."""
+    shown = _block("networks.md", f"```ini\n# {unit}")
+    assert re.fullmatch(rf"# {re.escape(unit)}( \(on host {host}\))?", shown[0])
+    lines = (netdeploy_roots[host] / "etc/systemd/system" / unit).read_text().splitlines()
+    assert lines[0].startswith("# Generated by osunits") and lines[1].startswith("# change")
+    _assert_shown(f"docs/networks.md, host {host}", f"cat {unit}", shown[1:], lines[2:])

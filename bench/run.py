@@ -559,6 +559,12 @@ def render_results(r: dict[str, Any]) -> str:
         L.append(f"| marginal ms per unit between N = 1000 and 5000 (tmpfs) | {m * 1000:.2f} |")
     for n in (1000, 5000):
         ratio(f"gen {n} tmpfs / Quadlet on {n} units (per unit)", f"gen {n} tmpfs", f"quadlet {n}")
+    for n in (1000, 5000):  # Quadlet writes one file per unit; osunits about six per service
+        g, q = cases.get(f"gen {n} tmpfs"), cases.get(f"quadlet {n}")
+        if g and q and g.get("files"):
+            L.append(f"| gen {n} tmpfs / Quadlet on {n} units, per file written "
+                     f"({g['files']} files against {n}) | "
+                     f"{g['median_s'] / g['files'] / (q['median_s'] / n):.1f} |")
     L += ["", "### Targets", "", "| target | measured | verdict |", "|---|---|---|"]
     L += [f"| {v['target']} | {v['measured']} | {v['verdict']} |" for v in r["targets"]]
     if r["profiles"]:

@@ -453,7 +453,7 @@ def _plan_service(dep: Deployment, host: Host, svc: Service, renderer: ConfigRen
         elif d.name in gates and d.kind is not DependencyKind.AFTER:
             deps[str(d.kind)].append(gate_unit(d.name))
     binds_to: list[str] = []
-    sockets: list[str] = []  # published ports: wanted by the container, bound to it
+    sockets: list[str] = []  # published ports: wanted by the container, closed with it
     netns_path = ""
     address = addresses.get(svc.name, "")
     if address:
@@ -486,6 +486,7 @@ def _plan_service(dep: Deployment, host: Host, svc: Service, renderer: ConfigRen
         render_unit(
             "service.dropin.j2", svc=svc, host=host.name, source=source, target=TARGET,
             requires=sorted(deps["requires"]), wants=sorted(deps["wants"] + sockets),
+            sockets=sorted(sockets),
             after=after,
             binds_to=binds_to, netns_path=netns_path,
             timeout_start=svc.readiness.timeout + START_MARGIN,

@@ -44,3 +44,53 @@ def test_a_killed_container_is_restarted(tmp_path: Path) -> None:
         assert st["NRestarts"] == "1", (st, tb.journal(unit))
         assert "already exists" not in tb.journal(unit)
         tb.systemctl("stop", unit)
+
+
+def test_a_published_port_does_not_shorten_a_crash_loop_and_follows_the_container(
+        tmp_path: Path) -> None:
+    """A socket bound to its container (BindsTo=) made systemd start the container each
+    time it started the socket again, the container's Wants= of a restarting unit, and
+    each start counted: the crash loop stopped after 2 restarts, not 5 (systemd 252)."""
+    why = available()
+    if why:
+        pytest.skip(why)
+    fails = {"restart": "always", "restart_sec": "1s",
+             "exec": ["/bin/sh", "-c", "sleep 1; exit 1"]}
+    root = generate_one_host(tmp_path, {
+        "pub": yaml.safe_dump({**fails, "publish": ["8090:8090"]}),
+        "nopub": yaml.safe_dump(fails),
+        "web": yaml.safe_dump({"restart": "always", "restart_sec": "1s",
+                               "readiness": {"tcp": 8091}, "publish": ["8091:8091"],
+                               "exec": ["/usr/bin/python3", "-m", "http.server", "8091"]})})
+    fetch = ["/usr/bin/python3", "-c", "import urllib.request as u; "
+             "print(u.urlopen('http://127.0.0.1:8091/', timeout=3).status)"]
+    with Testbed() as tb:
+        tb.install_tree(root)
+        for s in ("pub", "nopub"):
+            tb.systemctl("start", "--no-block", f"systemd-nspawn@{s}.service")
+        tb.systemctl("start", "systemd-nspawn@web.service")
+        assert tb.run(fetch).stdout.strip() == "200"
+        socket = "osunits-publish-web-8091.socket"
+        tb.systemctl("kill", "-s", "KILL", "systemd-nspawn@web.service")
+        deadline = time.monotonic() + 10
+        while tb.show(socket, "ActiveState")["ActiveState"] != "inactive":
+            assert time.monotonic() < deadline, "the port stayed open after the container died"
+            time.sleep(0.1)
+        deadline = time.monotonic() + 30
+        while tb.run(fetch, check=False).returncode != 0:  # back with the restart
+            assert time.monotonic() < deadline, tb.journal("systemd-nspawn@web.service")
+            time.sleep(0.3)
+        deadline = time.monotonic() + 90
+        states: dict[str, dict[str, str]] = {}
+        while time.monotonic() < deadline:
+            states = {s: tb.show(f"systemd-nspawn@{s}.service", "ActiveState", "NRestarts")
+                      for s in ("pub", "nopub")}
+            if all(st["ActiveState"] == "failed" for st in states.values()):
+                break
+            time.sleep(0.5)
+        assert states["nopub"] == {"ActiveState": "failed", "NRestarts": "5"}, states
+        assert states["pub"] == states["nopub"], (states, tb.journal("systemd-nspawn@pub.service"))
+        assert tb.show("osunits-publish-pub-8090.socket", "ActiveState")["ActiveState"] in (
+            "inactive", "failed")
+        tb.systemctl("stop", "systemd-nspawn@web.service")
+        assert tb.show(socket, "ActiveState")["ActiveState"] == "inactive"

@@ -354,44 +354,76 @@ def why(sd: Systemd, service: str) -> list[str]:
     return _why(sd, check_units(sd, [service])[0])
 
 
-def _why(sd: Systemd, unit: str) -> list[str]:
-    p = sd.properties(unit, UNIT, SERVICE)
+def _why(sd: Systemd, unit: str, top: bool = True,
+         p: dict[str, Any] | None = None) -> list[str]:
+    """``unit``'s state, what it waits for and the requirements that keep it down, each
+    walked to its own cause; ``top``: the service asked about (the one the hint starts);
+    ``p``: its properties, if read already."""
+    p = p or sd.properties(unit, UNIT, SERVICE)
     name = service_of(unit)
     active, sub, result = p.get("ActiveState"), p.get("SubState"), p.get("Result")
+    down = _requirements_down(sd, p)
     if active == "active":
-        return [f"{name} is running ({sub}) since {_ts(p.get('StateChangeTimestamp', 0))}"
-                + (f": {p['StatusText']}" if p.get("StatusText") else "")]
+        lines = [f"{name} is running ({sub}) since {_ts(p.get('StateChangeTimestamp', 0))}"
+                 + (f": {p['StatusText']}" if p.get("StatusText") else "")]
+        for dep, dp in down:  # up, but what it needs is not (a restart in progress)
+            lines.append(f"  but it requires {service_of(dep)}, which {_is(dp)}")
+        return lines
     lines = [f"{name} is {active} ({sub})"]
-    if active in ("activating", "deactivating", "reloading"):
-        lines.append(f"  it is {active} now" + (f": {p['StatusText']}" if p.get("StatusText") else ""))
+    if sub == "auto-restart":
+        lines.append(f"  systemd restarts it by its Restart= policy (restarts so far: "
+                     f"{p.get('NRestarts', 0)}): no action needed unless it keeps failing")
+    elif active in ("activating", "deactivating", "reloading"):
+        starting = (active, sub) == ("activating", "start") and p.get("StatusText")
+        lines.append(f"  it is {active} now" + (f": {p['StatusText']}" if starting else ""))
+    queued = bool(p.get("Job") and p["Job"][0])
+    if queued and sub != "auto-restart":
+        lines.append("  systemd has a job queued for it (`systemctl list-jobs`): it is "
+                     "waiting for what it is ordered after")
     if p.get("ConditionResult") is False and p.get("ConditionTimestamp"):
         lines.append("  a start condition was not met (see `systemctl status`)")
     if p.get("LoadState") == "masked":
         lines.append(f"  it is masked: `systemctl unmask {unit}` to allow starting it")
     if result and result != "success":
         lines.append(f"  {explain_result(p)}")
-    # requirements that are not up explain a cancelled start
-    for dep in sorted(set(p.get("Requires", [])) | set(p.get("BindsTo", []))):
-        if not dep.startswith((UNIT_PREFIX, "osunits-")):
-            continue  # slices, mounts: systemd's own plumbing
-        dp = sd.properties(dep)
-        # network units come and go with their container: only a failure of theirs counts
-        if dp.get("ActiveState") != "active" and (
-                dep.startswith(UNIT_PREFIX) or dp.get("ActiveState") == "failed"):
-            lines.append(f"  it requires {service_of(dep)}, which is {dp.get('ActiveState')} "
-                         f"({dp.get('SubState')}): a start of {name} is cancelled with it")
-            if dep.startswith(UNIT_PREFIX):
-                lines += ["  " + ln for ln in _why(sd, dep)[1:]]
-            else:  # a gate or network unit: its own last words say why
-                lines += ["    " + ln for ln in last_log_lines(dep, sd.address, 8)
-                          if "osunits-init" in ln or "Failed" in ln or "error" in ln.lower()]
-    if len(lines) == 1 and result == "success":
-        lines.append(f"  it was stopped, or never started: `osunits start {name}`")
+    for dep, dp in down:
+        lines.append(f"  it requires {service_of(dep)}, which {_is(dp)}: {name} "
+                     + ("starts after it" if queued else "cannot run without it"))
+        if dep.startswith(UNIT_PREFIX):
+            lines += ["  " + ln for ln in _why(sd, dep, top=False, p=dp)[1:]]
+        else:  # a gate or network unit: its own last words say why
+            lines += ["    " + ln for ln in last_log_lines(dep, sd.address, 8)
+                      if "osunits-init" in ln or "Failed" in ln or "error" in ln.lower()]
+    if top and active in ("inactive", "failed") and not queued and p.get("LoadState") != "masked":
+        failed = result not in (None, "success") or any("failed" in ln for ln in lines[1:])
+        lines.append(f"  {'once that is fixed, ' if failed else ''}`osunits start {name}` "
+                     "starts it and what it requires")
     logs = last_log_lines(unit, sd.address)
     if logs:
         lines.append("  last log lines:")
         lines += ["    " + ln for ln in logs]
     return lines
+
+
+def _requirements_down(sd: Systemd, p: dict[str, Any]) -> list[tuple[str, dict[str, Any]]]:
+    """The containers a unit requires that are not active, and its gates and network units
+    that failed (those come and go with their container otherwise)."""
+    out = []
+    for dep in sorted(set(p.get("Requires", [])) | set(p.get("BindsTo", []))):
+        if not dep.startswith((UNIT_PREFIX, "osunits-")):
+            continue  # slices, mounts: systemd's own plumbing
+        dp = sd.properties(dep, UNIT, SERVICE)
+        if dp.get("ActiveState") != "active" and (
+                dep.startswith(UNIT_PREFIX) or dp.get("ActiveState") == "failed"):
+            out.append((dep, dp))
+    return out
+
+
+def _is(p: dict[str, Any]) -> str:
+    """A unit's state as part of a sentence."""
+    if p.get("SubState") == "auto-restart":
+        return "systemd is restarting (auto-restart)"
+    return f"is {p.get('ActiveState')} ({p.get('SubState')})"
 
 
 def format_change(ch: Any) -> str:

@@ -100,7 +100,7 @@ def test_cli_start_status_why(fast: Testbed, sd: Systemd) -> None:
     code, out = cli(fast, "stop", "api")
     assert code == 0, out
     code, out = cli(fast, "why", "api")
-    assert code == 1 and "it was stopped, or never started" in out
+    assert code == 1 and "`osunits start api` starts it and what it requires" in out
     code, out = cli(fast, "status")
     assert code == 1 and "api" in out and "inactive/dead" in out
 
@@ -151,6 +151,46 @@ def test_failed_dependency_is_reported_with_cancelled_chain(
         assert "requires api, which is inactive" in out
         assert "requires db, which is failed" in out
         assert "readiness timeout" in out
+    finally:
+        generate(FAST, root)
+        fast.install_tree(root)
+
+
+def test_why_during_an_automatic_restart_and_after_a_requirement_was_stopped(
+        fast: Testbed, sd: Systemd, tmp_path: Path) -> None:
+    """db killed and restarting: api runs but says what it lacks, db says systemd is on it
+    (not its last readiness text); db stopped: api's hint starts api, which pulls db in
+    (`osunits start db` would have left api down)."""
+    dep = tmp_path / "dep"
+    shutil.copytree(FAST, dep)
+    with (dep / "services/db.yaml").open("a") as f:
+        f.write("restart: on-failure\nrestart_sec: 30s\n")
+    root = tmp_path / "root"
+    generate(dep, root)
+    fast.install_tree(root)
+    db = unit_of("db")
+    try:
+        assert cli(fast, "start")[0] == 0
+        fast.systemctl("kill", "-s", "KILL", db)
+        deadline = time.monotonic() + 20
+        while sd.properties(db)["SubState"] != "auto-restart":
+            assert time.monotonic() < deadline
+            time.sleep(0.1)
+        code, out = cli(fast, "why", "api")
+        assert code == 1, out
+        assert out.splitlines()[1] == "  but it requires db, which systemd is restarting " \
+                                      "(auto-restart)", out
+        code, out = cli(fast, "why", "db")
+        assert code == 1
+        assert "  systemd restarts it by its Restart= policy" in out, out
+        assert "ready" not in out.split("last log lines")[0], out  # no stale STATUS= text
+        assert "osunits start" not in out  # nothing for the operator to do
+        assert cli(fast, "stop", "db")[0] == 0  # api and worker stop with it
+        code, out = cli(fast, "why", "api")
+        assert code == 1
+        assert "  it requires db, which is inactive (dead): api cannot run without it" in out
+        assert "  `osunits start api` starts it and what it requires" in out, out
+        assert "osunits start db" not in out
     finally:
         generate(FAST, root)
         fast.install_tree(root)

@@ -66,6 +66,15 @@ def _fail(err: OsunitsError, writes: bool = True) -> typer.Exit:
     return typer.Exit(err.exit_code)
 
 
+def _is_this_root(root: Path) -> bool:
+    """``root`` is this machine's /: the same directory, not the same name (/proc/PID/root
+    of a container resolves to "/" by name)."""
+    try:
+        return os.path.samefile(root, "/")
+    except OSError:
+        return False
+
+
 @app.command()
 def generate(
     host: HostOpt = None,
@@ -93,7 +102,7 @@ def generate(
         d = deployment_dir(deployment)
         dep = load_deployment(d)
         plan = plan_host(dep, *default_host(host, d))
-        live = bus is not None or (root.resolve() == Path("/")
+        live = bus is not None or (_is_this_root(root)
                                    and os.path.isdir("/run/systemd/system"))
         result = write_files(root, plan.files, host=plan.host, dry_run=dry_run or diff,
                              adopt=adopt, inventory=frozenset(h.name for h in dep.hosts),
@@ -102,7 +111,7 @@ def generate(
         raise _fail(e) from None
     # Reload before printing anything: printing may end the process (a closed pipe).
     if result.written and reload and not (dry_run or diff) and (
-            bus or root.resolve() == Path("/")):
+            bus or _is_this_root(root)):
         _daemon_reload(bus)
     for w in plan.warnings:
         print(w, file=sys.stderr)
@@ -121,7 +130,7 @@ def generate(
               + (f", {adopted} adopted" if adopted else ""), file=sys.stderr)
         _say_what_running_services_need(plan, result)
         if not os.path.lexists(str(root) + str(INSTALLED.boot_wants)):
-            here = "" if root.resolve() == Path("/") else f" --root {root}"
+            here = "" if _is_this_root(root) else f" --root {root}"
             print(f"note: {TARGET} does not start at boot: `systemctl enable {TARGET}{here}`",
                   file=sys.stderr)
     if (dry_run or diff) and result.changed:
@@ -333,7 +342,7 @@ def decommission(
                                        for p in (MANIFEST, JOURNAL)):
         print(f"osunits: nothing of osunits' under {root}", file=sys.stderr)
         return
-    live = root.resolve() == Path("/") and os.path.isdir("/run/systemd/system")
+    live = _is_this_root(root) and os.path.isdir("/run/systemd/system")
     if live and not dry_run:
         # any of its containers, not only the target: `osunits start keystone` starts one
         machines = sorted(p.stem for p in Path(str(INSTALLED.nspawn)).glob("*.nspawn"))
@@ -428,9 +437,19 @@ def _run_verb(verb: str, services: list[str] | None, bus: str | None, timeout: f
         try:
             oc = control.run_verb(sd, verb, services or [], timeout=timeout, out=print)
         except TimeoutError as e:
-            print(f"osunits: {e}", file=sys.stderr)
+            print(f"osunits: {e}; systemd carries on with them (`systemctl list-jobs`, "
+                  "`osunits status`)", file=sys.stderr)
             raise typer.Exit(1) from None
+        except KeyboardInterrupt:
+            print(f"osunits: interrupted; systemd carries on with the {verb} jobs it has "
+                  "queued (`systemctl list-jobs`, `osunits status`)", file=sys.stderr)
+            raise typer.Exit(130) from None
         control.report_outcome(sd, verb, oc, print)
+        if verb == "start" and services and oc.ok:
+            down = control.still_down(sd, oc.results)
+            if down:
+                print("still down, and they require what was started: " + ", ".join(down)
+                      + " (`osunits start` starts every service of the host)")
     if not oc.ok:
         raise typer.Exit(1)
 

@@ -11,7 +11,7 @@ import datetime as dt
 import shutil
 import subprocess
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any
 
@@ -167,6 +167,24 @@ def report_outcome(sd: Systemd, verb: str, oc: Outcome, out: Print) -> None:
         out("  also cancelled: " + ", ".join(service_of(u) for u in orphans))
 
 
+def still_down(sd: Systemd, started: Iterable[str]) -> list[str]:
+    """The host's services that are down and require a unit just ``started``, directly or
+    through others down: starting a requirement does not start what stopped with it."""
+    members = sd.target_members()
+    props = {u: sd.properties(u) for u in members}
+    down = {u for u, p in props.items() if p.get("ActiveState") in ("inactive", "failed")}
+    reached, out = set(started), []
+    grew = True
+    while grew:
+        grew = False
+        for u in sorted(down - reached):
+            if reached & (set(props[u].get("Requires", [])) | set(props[u].get("BindsTo", []))):
+                reached.add(u)
+                out.append(service_of(u))
+                grew = True
+    return sorted(out)
+
+
 READINESS_TIMEOUT_STATUS = 124  # the container init's exit status (docs/readiness.md)
 
 
@@ -290,12 +308,14 @@ def format_status(st: dict[str, Any]) -> str:
     if not st["services"]:
         lines.append(f"no services: {st['target']} wants none")
         return "\n".join(lines)
-    hdr = (f"{'SERVICE':<26} {'STATE':<20} {'SINCE':<20} {'ADDRESS':<15} {'PID':>7} "
+    # as wide as the longest state: "deactivating/stop-sigterm" would shift every column
+    w = max(20, *(len(f"{r['active']}/{r['sub']}") for r in st["services"]))
+    hdr = (f"{'SERVICE':<26} {'STATE':<{w}} {'SINCE':<20} {'ADDRESS':<15} {'PID':>7} "
            f"{'MEMORY':>8} {'RESTARTS':>8}  READINESS")
     lines.append(hdr)
     for r in st["services"]:
         addr = next((a for a in r["addresses"] if "." in a), "-")
-        lines.append(f"{r['service']:<26} {r['active'] + '/' + r['sub']:<20} {r['since']:<20} "
+        lines.append(f"{r['service']:<26} {r['active'] + '/' + r['sub']:<{w}} {r['since']:<20} "
                      f"{addr:<15} {r['main_pid'] or '-':>7} {_mem(r['memory']):>8} {r['restarts']:>8}  "
                      f"{r['readiness']}")
     return "\n".join(lines)

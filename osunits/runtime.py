@@ -22,7 +22,7 @@ from pystemd.dbusexc import DBusBaseError
 from pystemd.dbuslib import DBus, DBusAddress, apply_signature
 
 from osunits.errors import OsunitsError
-from osunits.systemd.units import TARGET, UNIT_PREFIX
+from osunits.systemd.units import TARGET, UNIT_PREFIX, service_of
 
 SYSTEMD = b"org.freedesktop.systemd1"
 SYSTEMD_PATH = b"/org/freedesktop/systemd1"
@@ -56,6 +56,18 @@ def _s(v: Any) -> Any:
 
 class SystemdError(OsunitsError):
     """systemd refused a call (a D-Bus error reply): one line naming the unit."""
+
+
+def describe_units(units: Iterable[str]) -> str:
+    """Units for an operator: the services by name, the rest of the transaction (sockets,
+    mounts, modprobe@) as a count."""
+    units = sorted(set(units))
+    services = [service_of(u) for u in units if u.startswith(UNIT_PREFIX)]
+    others = [u for u in units if not u.startswith(UNIT_PREFIX)]
+    if not services:
+        return ", ".join(others)
+    return ", ".join(services) + (f" (and {len(others)} unit(s) of systemd's and osunits' "
+                                  "own: sockets, mounts, ...)" if others else "")
 
 
 def _dbus_message(e: DBusBaseError) -> str:
@@ -244,7 +256,7 @@ class Systemd:
             left = deadline - time.monotonic()
             if left <= 0:
                 raise TimeoutError(f"jobs still running after {timeout:.0f}s: "
-                                   + ", ".join(sorted(pending.values())))
+                                   + describe_units(pending.values()))
             self.pump(min(left, 1.0))
         return ended
 

@@ -149,3 +149,51 @@ def test_logs_refuse_a_bus_whose_journal_they_cannot_read(bus: str) -> None:
     with pytest.raises(LookupError, match="cannot read the journal of the systemd on"):
         journal_args(bus)
     assert control.last_log_lines("x.service", bus) == []  # a report goes on without them
+
+
+def test_a_start_of_a_requirement_names_what_is_still_down_with_it() -> None:
+    """`osunits start db` after db, api and worker were stopped: api and worker stay down
+    (api requires db, worker requires api); cache, down but needing none of it, is not
+    named."""
+    g = fastdeploy(**{unit_of(s): {"ActiveState": "inactive"} for s in ("api", "worker", "cache")})
+    g.units[unit_of("db")]["ActiveState"] = "active"
+    assert control.still_down(g, [unit_of("db")]) == ["api", "worker"]  # type: ignore[arg-type]
+    assert control.still_down(g, [unit_of("cache")]) == []  # type: ignore[arg-type]
+
+
+def test_status_columns_stay_aligned_with_long_states() -> None:
+    row = {"service": "mariadb", "addresses": ["10.0.0.2"], "main_pid": 42, "memory": None,
+           "restarts": 1, "readiness": "ready", "since": "2026-11-24 14:43:47"}
+    st = {"target": "openstack.target", "active": "active", "sub": "active", "since": "x",
+          "services": [{**row, "active": "deactivating", "sub": "stop-sigterm"},
+                       {**row, "service": "keystone", "active": "active", "sub": "running"}]}
+    lines = control.format_status(st).splitlines()[1:]
+    assert len({ln.index("2026-11-24") for ln in lines[1:]}) == 1
+    assert lines[0].index("SINCE") == lines[1].index("2026-11-24")
+
+
+def test_jobs_still_running_name_the_services_and_count_the_rest() -> None:
+    from osunits.runtime import describe_units
+
+    assert describe_units([unit_of("keystone"), "modprobe@loop.service",
+                           "osunits-publish-keystone-5000.socket", unit_of("glance-api"),
+                           "var-lib-machines.mount"]) == (
+        "glance-api, keystone (and 3 unit(s) of systemd's and osunits' own: sockets, mounts, ...)")
+    assert describe_units(["var-lib-machines.mount"]) == "var-lib-machines.mount"
+
+
+def test_an_interrupted_start_says_systemd_carries_on(monkeypatch: pytest.MonkeyPatch) -> None:
+    import contextlib
+
+    from typer.testing import CliRunner
+
+    from osunits import cli
+
+    def interrupted(*a: Any, **kw: Any) -> None:
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(cli, "_systemd", lambda bus: contextlib.nullcontext(None))
+    monkeypatch.setattr(control, "run_verb", interrupted)
+    res = CliRunner().invoke(cli.app, ["restart", "keystone"])
+    assert res.exit_code == 130
+    assert "interrupted; systemd carries on with the restart jobs it has queued" in res.output

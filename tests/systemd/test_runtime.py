@@ -191,6 +191,10 @@ def test_why_during_an_automatic_restart_and_after_a_requirement_was_stopped(
         assert "  it requires db, which is inactive (dead): api cannot run without it" in out
         assert "  `osunits start api` starts it and what it requires" in out, out
         assert "osunits start db" not in out
+        code, out = cli(fast, "start", "db")  # as an operator might anyway
+        assert code == 0, out
+        assert "still down, and they require what was started: api, worker (`osunits " \
+               "start` starts every service of the host)" in out, out
     finally:
         generate(FAST, root)
         fast.install_tree(root)
@@ -443,3 +447,14 @@ def test_generate_refuses_to_remove_an_active_namespace_unit(
     cache.write_text(cache.read_text() + "network: host\n")
     _refused_until_stopped(fast, dep, "cache", "etc/systemd/system/osunits-net-cache.service",
                            "osunits-net-cache.service would be removed while active")
+
+
+def test_a_containers_root_given_as_proc_pid_root_is_not_this_machines(fast: Testbed) -> None:
+    """/proc/PID/root resolves to "/" by name: generate took it for this machine's root
+    (it reloaded this machine's systemd and left --root out of its hints)."""
+    root = f"/proc/{fast.pid1}/root"
+    res = CliRunner().invoke(app, ["generate", "-H", "t1", "-d", str(FAST), "--root", root])
+    assert res.exit_code == 0, res.output
+    if (Path(root) / "etc/systemd/system/multi-user.target.wants/openstack.target").exists():
+        pytest.skip("the target is enabled there: no note to check")
+    assert f"`systemctl enable openstack.target --root {root}`" in res.output, res.output

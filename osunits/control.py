@@ -153,7 +153,7 @@ def report_outcome(sd: Systemd, verb: str, oc: Outcome, out: Print) -> None:
         out(f"{verb}: all {len(oc.results)} jobs done")
         return
     for unit, result in sorted(oc.failed.items()):
-        props = sd.properties(unit, UNIT, SERVICE)
+        props = unit_properties(sd, unit)
         out(f"FAILED {service_of(unit)}: job {result}, {explain_result(props)}")
         chain = oc.cancelled.get(unit, [])
         if chain:
@@ -186,6 +186,12 @@ def still_down(sd: Systemd, started: Iterable[str]) -> list[str]:
 
 
 READINESS_TIMEOUT_STATUS = 124  # the container init's exit status (docs/readiness.md)
+
+
+def unit_properties(sd: Systemd, unit: str) -> dict[str, Any]:
+    """A unit's properties, a service's with its Service ones (Result=, NRestarts=): only
+    a service has that interface (a socket's GetAll of it is an error)."""
+    return sd.properties(unit, UNIT, *((SERVICE,) if unit.endswith(".service") else ()))
 
 
 def explain_result(p: dict[str, Any]) -> str:
@@ -379,7 +385,7 @@ def _why(sd: Systemd, unit: str, top: bool = True,
     """``unit``'s state, what it waits for and the requirements that keep it down, each
     walked to its own cause; ``top``: the service asked about (the one the hint starts);
     ``p``: its properties, if read already."""
-    p = p or sd.properties(unit, UNIT, SERVICE)
+    p = p or unit_properties(sd, unit)
     name = service_of(unit)
     active, sub, result = p.get("ActiveState"), p.get("SubState"), p.get("Result")
     down = _requirements_down(sd, p)
@@ -432,7 +438,7 @@ def _requirements_down(sd: Systemd, p: dict[str, Any]) -> list[tuple[str, dict[s
     for dep in sorted(set(p.get("Requires", [])) | set(p.get("BindsTo", []))):
         if not dep.startswith((UNIT_PREFIX, "osunits-")):
             continue  # slices, mounts: systemd's own plumbing
-        dp = sd.properties(dep, UNIT, SERVICE)
+        dp = unit_properties(sd, dep)
         if dp.get("ActiveState") != "active" and (
                 dep.startswith(UNIT_PREFIX) or dp.get("ActiveState") == "failed"):
             out.append((dep, dp))

@@ -7,7 +7,6 @@ unknown-key hints all derive from ``SERVICE_FIELDS``, so they cannot drift.
 from __future__ import annotations
 
 import ipaddress
-import math
 import re
 import shlex
 from collections.abc import Callable, Iterable
@@ -557,7 +556,8 @@ def _parse_cpu(v: Value) -> int:
     raw = _scalar(v, "a CPU quota")
     cpu = None
     mm = re.match(r"^(\d+)%$", str(raw))
-    if isinstance(raw, (int, float)) and not isinstance(raw, bool) and math.isfinite(raw):
+    if (isinstance(raw, (int, float)) and not isinstance(raw, bool)
+            and 0 < raw <= MAX_CPU_PERCENT / 100):  # compared first: 1e308 * 100 is inf
         cpu = round(raw * 100)
     elif mm:
         cpu = int(mm.group(1))

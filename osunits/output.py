@@ -516,8 +516,7 @@ def _stage(tmp: str, f: PlannedFile, made: set[str]) -> None:
         view = memoryview(f.content)
         while view:
             view = view[os.write(fd, view):]
-        if f.mode & 0o022:  # open(2) applied the umask, 022 while writing
-            os.fchmod(fd, f.mode)
+        os.fchmod(fd, f.mode)  # neither the umask nor a directory's default ACL applies
     finally:
         os.close(fd)
 
@@ -553,7 +552,10 @@ def _sync(dirs: list[str]) -> None:
             try:
                 st = os.stat(d)
             except OSError:  # pruned after its last file was removed
-                d = os.path.dirname(d)
+                parent = os.path.dirname(d)
+                if parent == d:
+                    raise
+                d = parent
                 continue
             if stat.S_ISDIR(st.st_mode):
                 break

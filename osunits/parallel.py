@@ -43,20 +43,25 @@ def map_chunks(fn: Callable[[Sequence[T]], R], items: Sequence[T], min_chunk: in
         return [fn(items)]
     size = -(-len(items) // n)
     chunks = [items[i:i + size] for i in range(0, len(items), size)]
-    pending = [(chunk, _spawn(fn, chunk)) for chunk in chunks[1:]]
+    pending: list[tuple[Sequence[T], tuple[int, int]]] = []
     try:
+        for chunk in chunks[1:]:
+            pending.append((chunk, _spawn(fn, chunk)))
         results = [fn(chunks[0])]
         while pending:
-            chunk, (pid, fd) = pending.pop(0)
+            chunk, (pid, fd) = pending[0]
             result = _collect(pid, fd)
+            pending.pop(0)
             results.append(fn(chunk) if result is None else result[0])
         return results
     finally:
         for _, (pid, fd) in pending:  # only after an exception: nobody waits for them
-            os.close(fd)
+            with contextlib.suppress(OSError):
+                os.close(fd)
             if pid:
-                os.kill(pid, signal.SIGKILL)
-                os.waitpid(pid, 0)
+                with contextlib.suppress(OSError):  # reaped already (SIGCHLD ignored)
+                    os.kill(pid, signal.SIGKILL)
+                    os.waitpid(pid, 0)
 
 
 _background: list[int] = []  # children of in_background not waited for yet
@@ -120,7 +125,13 @@ def _collect(pid: int, fd: int) -> tuple[Any] | None:
         data = f.read()
     if not pid:
         return None
-    _, status = os.waitpid(pid, 0)
+    try:
+        _, status = os.waitpid(pid, 0)
+    except ChildProcessError:  # reaped by the kernel (SIGCHLD ignored): the data tells
+        status = 0
     if status != 0 or not data:
         return None
-    return (pickle.loads(data),)
+    try:
+        return (pickle.loads(data),)
+    except Exception:  # noqa: BLE001 - cut short: computed again here
+        return None

@@ -207,7 +207,8 @@ def plan_host(dep: Deployment, host_name: str, given_by: str = "--host",
     gates = _gates(graph.cross_host)
     base = {id(s) for s in dep.services}  # a host's copy of another identity has overrides
 
-    def plan(services: Sequence[Service]) -> tuple[list[tuple[Any, ...]], list[Problem]]:
+    def plan(services: Sequence[Service]
+             ) -> tuple[list[tuple[Any, ...]], list[Problem], set[str]]:
         # PlannedFiles as tuples of their fields, with the path as a string: unpickling
         # 10 000 frozen dataclasses and paths would cost what a process saves
         files: list[tuple[Any, ...]] = []
@@ -222,13 +223,15 @@ def plan_host(dep: Deployment, host_name: str, given_by: str = "--host",
             except EscapeError as e:  # validation should have caught it: still no traceback
                 problems.append(Problem("P001", f"cannot write {svc.name}'s units: {e}",
                                         svc.loc))
-        return files, problems
+        return files, problems, renderer.secrets  # for masking: see ConfigRenderer.masked
 
-    for chunk_files, chunk_problems in map_chunks(plan, host.services, RENDERS_PER_FORK):
+    for chunk_files, chunk_problems, secrets in map_chunks(plan, host.services,
+                                                           RENDERS_PER_FORK):
         files += map(PlannedFile.from_tuple, chunk_files)
         problems += chunk_problems
+        renderer.secrets |= secrets
     if problems:
-        raise DeploymentError(problems)
+        raise DeploymentError([renderer.masked(p) for p in problems])
     for private in sorted({s.network is NetworkMode.PRIVATE for s in host.services}):
         files.append(PlannedFile(hosts_path(layout, private), _hosts_file(
             dep, host, addresses, private).encode(), source="deployment.yaml",
@@ -368,7 +371,7 @@ def check_configs(dep: Deployment, hosts: Iterable[Host]) -> list[Problem]:
     once: check-deps says what generate would refuse, without writing anything."""
     renderer = ConfigRenderer(dep.root / TEMPLATES_DIR, secrets_dir(dep.root))
 
-    def render(todo: Sequence[tuple[Host, Service]]) -> list[Problem]:
+    def render(todo: Sequence[tuple[Host, Service]]) -> tuple[list[Problem], set[str]]:
         problems: list[Problem] = []
         for host, svc in todo:
             context = _config_context(dep, host, svc)
@@ -377,11 +380,14 @@ def check_configs(dep: Deployment, hosts: Iterable[Host]) -> list[Problem]:
                     renderer.render(cf.template, context, cf.loc)
                 except DeploymentError as e:
                     problems += e.problems
-        return problems
+        return problems, renderer.secrets  # for masking: see ConfigRenderer.masked
 
     todo = [(h, s) for h in hosts for s in h.services if s.config]
-    return list(dict.fromkeys(p for chunk in map_chunks(render, todo, RENDERS_PER_FORK)
-                              for p in chunk))
+    problems: list[Problem] = []
+    for chunk_problems, secrets in map_chunks(render, todo, RENDERS_PER_FORK):
+        problems += chunk_problems
+        renderer.secrets |= secrets
+    return list(dict.fromkeys(renderer.masked(p) for p in problems))
 
 
 def _plan_service(dep: Deployment, host: Host, svc: Service, renderer: ConfigRenderer,

@@ -217,8 +217,9 @@ def template_not_found(e: jinja2.TemplateNotFound, env: jinja2.Environment, dire
 
 
 def template_syntax(e: jinja2.TemplateSyntaxError, path: Path) -> Problem:
+    """``path``: the template rendered; the error may be in one it includes (e.filename)."""
     return Problem("T002", f"template syntax error: {e.message}",
-                   Location(str(path), e.lineno or 0), "config.template")
+                   Location(e.filename or str(path), e.lineno or 0), "config.template")
 
 
 class ConfigRenderer:
@@ -241,6 +242,11 @@ class ConfigRenderer:
             autoescape=False,
         )
         self.env.globals[SECRET_FUNCTION] = self._secret
+
+    def masked(self, p: Problem) -> Problem:
+        """``p`` without any secret value read by this renderer (or given it by others that
+        rendered in other processes): the same error text whatever read what first."""
+        return dataclasses.replace(p, message=self._masked(p.message), hint=self._masked(p.hint))
 
     def _masked(self, text: str) -> str:
         """``text`` (an error) without any secret's value: an error may quote one."""

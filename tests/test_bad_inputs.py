@@ -116,15 +116,17 @@ def test_a_template_that_fails_to_render_names_its_own_line(tmp_path: Path) -> N
         assert res.output.count("T003") == 1
 
 
-@pytest.mark.parametrize("case", ["missing include", "include loop", "error in include"])
+@pytest.mark.parametrize("case", ["missing include", "include loop", "error in include",
+                                  "syntax in include"])
 def test_an_included_templates_problem_is_named_at_its_line(case: str, tmp_path: Path) -> None:
     dep = tmp_path / "dep"
     shutil.copytree(EXAMPLE, dep)
     tmpl = dep / "templates/glance/glance-api.conf.j2"
     inner = dep / "templates/glance/inner.j2"
-    inner.write_text("a = 1\nb = {{ host.nosuch }}\n")
+    inner.write_text("a = 1\nb = {{ host.nosuch }}\n" if case != "syntax in include"
+                     else "a = 1\n{% if %}\n")
     include = {"missing include": "glance/nope.j2", "include loop": "glance/glance-api.conf.j2",
-               "error in include": "glance/inner.j2"}[case]
+               "error in include": "glance/inner.j2", "syntax in include": "glance/inner.j2"}[case]
     lines = tmpl.read_text().splitlines(keepends=True)
     tmpl.write_text("".join(lines[:2]) + f'{{% include "{include}" %}}\n' + "".join(lines[2:]))
     res = CliRunner().invoke(app, ["check-deps", "-d", str(dep)])
@@ -136,9 +138,11 @@ def test_an_included_templates_problem_is_named_at_its_line(case: str, tmp_path:
                         "glance/glance-api.conf.j2: templates include each other without end",
         "error in include": f"{inner}:2: error[T003]: config.template: cannot render "
                             "glance/glance-api.conf.j2: ",
+        "syntax in include": f"{inner}:2: error[T002]: config.template: template syntax error",
     }[case]
     assert expected in res.output
-    assert f"used at {dep}/services/glance-api.yaml:" in res.output
+    if case != "syntax in include":  # T002 names the file and line alone
+        assert f"used at {dep}/services/glance-api.yaml:" in res.output
     assert "Traceback" not in res.output
 
 

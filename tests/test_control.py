@@ -197,3 +197,24 @@ def test_an_interrupted_start_says_systemd_carries_on(monkeypatch: pytest.Monkey
     res = CliRunner().invoke(cli.app, ["restart", "keystone"])
     assert res.exit_code == 130
     assert "interrupted; systemd carries on with the restart jobs it has queued" in res.output
+
+
+def test_a_failed_socket_job_is_reported_without_asking_for_service_properties(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """A socket has no org.freedesktop.systemd1.Service interface: asking for it was a
+    D-Bus error in the middle of the report."""
+    from osunits.runtime import SERVICE
+
+    class Bus:
+        address = None
+
+        def properties(self, unit: str, *interfaces: bytes) -> dict[str, Any]:
+            if SERVICE in interfaces and not unit.endswith(".service"):
+                raise AssertionError(f"{unit}: Unknown interface")
+            return {"Id": unit, "Result": "success"}
+
+    monkeypatch.setattr(control, "last_log_lines", lambda *a, **kw: [])
+    out: list[str] = []
+    oc = control.Outcome(False, {}, {"osunits-publish-web-80.socket": "canceled"}, {})
+    control.report_outcome(Bus(), "restart", oc, out.append)  # type: ignore[arg-type]
+    assert out == ["FAILED osunits-publish-web-80.socket: job canceled, result success"]

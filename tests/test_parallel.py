@@ -95,7 +95,8 @@ def test_background_work_is_waited_for(tmp_path: Path) -> None:
 def test_nothing_is_forked_while_other_threads_run(monkeypatch: pytest.MonkeyPatch) -> None:
     import threading
 
-    monkeypatch.undo()  # the real CPU count: the threads decide
+    monkeypatch.undo()  # the real _cpus(), on four CPUs: only the thread keeps it to one
+    monkeypatch.setattr(os, "sched_getaffinity", lambda pid: {0, 1, 2, 3})
     stop = threading.Event()
     t = threading.Thread(target=stop.wait)
     t.start()
@@ -108,3 +109,74 @@ def test_nothing_is_forked_while_other_threads_run(monkeypatch: pytest.MonkeyPat
         t.join()
     assert out == [os.getpid()]
     assert ran == [os.getpid()]
+
+
+def test_children_reaped_by_the_kernel_still_give_their_results() -> None:
+    """A parent that ignores SIGCHLD (inherited across exec) has no children to wait for."""
+    import signal
+
+    old = signal.signal(signal.SIGCHLD, signal.SIG_IGN)
+    try:
+        out = parallel.map_chunks(lambda xs: [x + 1 for x in xs], list(range(8)), min_chunk=2)
+
+        def boom(xs: Sequence[int]) -> list[int]:
+            raise ValueError("in every process")
+
+        with pytest.raises(ValueError, match="in every process"):
+            parallel.map_chunks(boom, list(range(8)), min_chunk=2)
+    finally:
+        signal.signal(signal.SIGCHLD, old)
+    assert [x for c in out for x in c] == list(range(1, 9))
+
+
+def _host_plan(dep_dir: Path, cpus: int, monkeypatch: pytest.MonkeyPatch) -> object:
+    from osunits import plan
+    from osunits.deployment import load_deployment
+    from osunits.errors import DeploymentError
+
+    monkeypatch.setattr(parallel, "_cpus", lambda: cpus)
+    monkeypatch.setattr(plan, "RENDERS_PER_FORK", 1)
+    dep = load_deployment(dep_dir)
+    try:
+        return plan.plan_host(dep, "ctl01").files, plan.check_configs(dep, dep.hosts)
+    except DeploymentError as e:
+        return [str(p) for p in e.problems]
+
+
+def test_a_host_planned_over_three_processes_is_the_one_planned_in_one(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Every file, byte for byte and in order, through the children's tuples."""
+    import shutil
+
+    from tests.conftest import EXAMPLE
+
+    dep = tmp_path / "dep"
+    shutil.copytree(EXAMPLE, dep, ignore=shutil.ignore_patterns("secrets"))
+    from typer.testing import CliRunner
+
+    from osunits.cli import app
+    assert CliRunner().invoke(app, ["secrets", "generate", "-d", str(dep)]).exit_code == 0
+    one = _host_plan(dep, 1, monkeypatch)
+    three = _host_plan(dep, 3, monkeypatch)
+    assert isinstance(one, tuple) and one[0] and one == three
+
+
+def test_a_secret_read_in_another_process_is_masked_in_every_error(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """a's template reads the secret "galera"; b's fails quoting that word: masked whether a
+    rendered in this process or in a child."""
+    from tests.conftest import write_secret, write_tree
+
+    services = {f"services/{n}.yaml": f"rootfs: x\nexec: /bin/true\nconfig:\n"
+                f"  - {{template: {t}, path: /etc/{n}}}\n" for n, t in (("a", "a.j2"), ("b", "b.j2"))}
+    write_tree(tmp_path, {
+        "deployment.yaml": "hosts:\n  ctl01: {address: 192.0.2.1, services: [a, b]}\n",
+        "templates/a.j2": "user = {{ secret('dbuser') }}\n",
+        "templates/b.j2": "x = {{ address_of('galera') }}\n", **services})
+    write_secret(tmp_path / "secrets", "dbuser", "galera")
+    monkeypatch.setenv("OSUNITS_SECRETS_DIR", str(tmp_path / "secrets"))
+    one = _host_plan(tmp_path, 1, monkeypatch)
+    two = _host_plan(tmp_path, 2, monkeypatch)
+    assert one == two
+    assert isinstance(one, list) and len(one) == 1, "\n".join(map(str, one))
+    assert "address_of('********')" in one[0] and "galera" not in one[0], one

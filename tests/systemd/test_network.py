@@ -207,6 +207,12 @@ def test_published_port_follows_its_container(lab: dict[str, Testbed]) -> None:
         assert res.returncode != 0 and "Connection refused" in res.stderr
     assert CliRunner().invoke(cli_app, ["start", "web2", *bus]).exit_code == 0
     assert a.run([*FETCH, "http://127.0.0.1:8082/"]).stdout.strip() == "web2 on a"
+    # a restart too: the container's stop must not cancel the socket's queued start
+    res = CliRunner().invoke(cli_app, ["restart", "web2", *bus])
+    assert res.exit_code == 0 and "canceled" not in res.output, res.output
+    assert a.run([*FETCH, "http://127.0.0.1:8082/"]).stdout.strip() == "web2 on a"
+    a.systemctl("restart", "systemd-nspawn@web2.service")
+    assert a.run([*FETCH, "http://127.0.0.1:8082/"]).stdout.strip() == "web2 on a"
     # a new namespace, the same MAC: the peers' neighbour entries still hold
     assert a.run(mac).stdout.split()[2] == before and before.startswith("02:6f:")
     for verb in ("start", "why"):

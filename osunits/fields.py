@@ -17,8 +17,8 @@ from typing import Any, TypeVar
 from osunits.errors import Location, Problem, closest
 from osunits.load import Mapping, Scalar, Sequence, Value
 from osunits.model import (
-    HOST_OWN,
-    OSUNITS_LIB,
+    MACHINE_DIRS,
+    OWN_ROOTS,
     Bind,
     ConfigFile,
     Limits,
@@ -444,11 +444,23 @@ def _bind(b: Bind) -> Bind:
 
 
 def _not_osunits_own(host: PurePosixPath, loc: Location | None, hint: str) -> None:
-    """A service's host directory must not be, hold or lie in osunits' own: they hold the
-    rendered config of every service (secrets too) and the images."""
-    for own in (OSUNITS_LIB, *HOST_OWN):
-        if host == own or host in own.parents or own in host.parents and own in HOST_OWN:
-            raise Invalid(f"{host}: would give the container {own}, osunits' own", loc, hint)
+    """A service's host directory must not be, hold or lie in osunits' own (but for their
+    shared/): they hold every service's rendered config and secrets, state, the manifest
+    and the images."""
+    for own in (*OWN_ROOTS, *MACHINE_DIRS):
+        shared = own / "shared"
+        inside = own in host.parents and own in OWN_ROOTS and not (
+            host == shared or shared in host.parents)
+        # /run itself may be bound (kolla binds it for nova-compute and the agents): in
+        # generator mode the container then sees /run/osunits too (docs/format.md)
+        holds = host in own.parents and not own.is_relative_to("/run")
+        how = ("is" if host == own else "holds" if holds
+               else "is in" if inside or (own in MACHINE_DIRS and own in host.parents)
+               else "")
+        if how:
+            raise Invalid(f"{host}: {how} osunits' own {own}", loc,
+                          hint + f" ({own}/shared/ is for services)" if own in OWN_ROOTS
+                          else hint)
 
 
 def parse_device(v: Value) -> PurePosixPath:

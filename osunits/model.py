@@ -102,10 +102,12 @@ class ConfigFile:
 
 OSUNITS_LIB = PurePosixPath("/var/lib/osunits")  # the manifest, rendered config, images
 STATE_ROOT = OSUNITS_LIB / "state"
-# Host directories of osunits' own: rendered config (secrets too), hosts files, the init,
-# the images (and machined's links to them); never a service's to write or read
-HOST_OWN = (*(OSUNITS_LIB / d for d in ("config", "hosts", "lib", "rootfs")),
-            PurePosixPath("/var/lib/machines"))
+OSUNITS_RUN = PurePosixPath("/run/osunits")  # the generator's (plan.Layout.generator)
+# Host directories of osunits' own, never a service's to write or read: in them rendered
+# config (secrets too), hosts files, the init, every service's state, the manifest and
+# journal, the images; only their shared/ is for services. And the images' links.
+OWN_ROOTS = (OSUNITS_LIB, OSUNITS_RUN)
+MACHINE_DIRS = (PurePosixPath("/var/lib/machines"), PurePosixPath("/run/machines"))
 
 
 @_pickled_as_arguments

@@ -41,7 +41,9 @@ from osunits.graph import (
 from osunits.model import (
     CONTAINER_HOSTS,
     CONTAINER_OWN,
+    MACHINE_DIRS,
     OSUNITS_LIB,
+    OSUNITS_RUN,
     DependencyKind,
     Deployment,
     Host,
@@ -119,7 +121,7 @@ class Layout:
     @classmethod
     def generator(cls, unit_dir: str) -> Layout:
         return cls(PurePosixPath(unit_dir), PurePosixPath("/run/systemd/nspawn"),
-                   PurePosixPath("/run/machines"), PurePosixPath("/run/osunits"),
+                   MACHINE_DIRS[1], OSUNITS_RUN,
                    boot_link=True)
 
     @property

@@ -403,8 +403,9 @@ def _write(root: Path, files: tuple[PlannedFile, ...], changes: list[FileChange]
     # Paths under the root, not absolute: a copy of the root (a backup restored elsewhere)
     # completes its own run, never the original's.
     rel = len(prefix)
-    write_json(journal_path, {"state": "staging", "paths": "root", "temps": [
-        t[rel:] for t in temps]})
+    # New keys for them: an older osunits finds none of its own (it fails, or leaves the
+    # temp files) instead of applying these relative to its working directory.
+    write_json(journal_path, {"state": "staging", "temps_in_root": [t[rel:] for t in temps]})
     # Durable before any temp file exists, so that a crash cannot leave temp files the
     # next run does not know to remove (they may be on another file system).
     _sync([str(journal_path.parent)])
@@ -415,9 +416,9 @@ def _write(root: Path, files: tuple[PlannedFile, ...], changes: list[FileChange]
     _sync([os.path.dirname(tmp) for tmp, _ in staged])
     removals = [_disk(prefix, c.path) for c in changes if c.change is Change.REMOVE]
     new_manifest = {str(f.path): f.digest for f in files}
-    write_json(journal_path, {"state": "committing", "paths": "root",
-                              "renames": [(t[rel:], f[rel:]) for t, f in staged],
-                              "removals": [r[rel:] for r in removals],
+    write_json(journal_path, {"state": "committing",
+                              "renames_in_root": [(t[rel:], f[rel:]) for t, f in staged],
+                              "removals_in_root": [r[rel:] for r in removals],
                               "manifest": new_manifest, "host": host, "secrets": secrets})
     _sync([str(journal_path.parent)])  # the commit record durable before the first rename
     _commit(root, staged, removals, new_manifest, host, secrets, layout.manifest)
@@ -434,15 +435,20 @@ def recover(root: Path, manifest: PurePosixPath = MANIFEST) -> None:
         return
     except ValueError:
         journal = {"state": "staging", "temps": []}  # torn write: nothing was committed yet
-    # "root": paths under this root; else absolute (journals of earlier osunits)
-    under = _prefix(root) if journal.get("paths") == "root" else ""
+    # "..._in_root": paths under this root; else absolute (journals of earlier osunits)
+    under = _prefix(root)
     if journal.get("state") == "committing":
-        _commit(root, [(under + t, under + f) for t, f in journal["renames"]],
-                [under + r for r in journal["removals"]], journal["manifest"],
-                journal.get("host", ""), journal.get("secrets", []), manifest, recovering=True)
+        renames = ([(under + t, under + f) for t, f in journal["renames_in_root"]]
+                   if "renames_in_root" in journal else journal["renames"])
+        removals = ([under + r for r in journal["removals_in_root"]]
+                    if "removals_in_root" in journal else journal["removals"])
+        _commit(root, renames, removals, journal["manifest"], journal.get("host", ""),
+                journal.get("secrets", []), manifest, recovering=True)
         return
-    for tmp in journal.get("temps", []):
-        Path(under + tmp).unlink(missing_ok=True)
+    temps = ([under + t for t in journal["temps_in_root"]] if "temps_in_root" in journal
+             else journal.get("temps", []))
+    for tmp in temps:
+        Path(tmp).unlink(missing_ok=True)
     journal_path.unlink()
 
 

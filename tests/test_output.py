@@ -746,3 +746,18 @@ def test_a_copied_root_completes_its_own_interrupted_run_not_the_originals(
     assert not list(copy.rglob("*.osunits-new")) and not (copy / JOURNAL.relative_to("/")).exists()
     write_files(original, (pf("/etc/a.conf", "v2\n"), pf("/etc/b.conf", "new\n")))
     assert (original / "etc/a.conf").read_text() == "v2\n"
+
+
+def test_a_journal_of_an_earlier_osunits_with_absolute_paths_is_still_completed(
+        tmp_path: Path) -> None:
+    write_files(tmp_path, (pf("/etc/a.conf", "v1\n"),))
+    tmp = tmp_path / "etc/.a.conf.osunits-new"
+    tmp.write_text("v2\n")
+    import hashlib
+    manifest = {"/etc/a.conf": hashlib.sha256(b"v2\n").hexdigest()}
+    (tmp_path / str(JOURNAL).lstrip("/")).write_text(json.dumps({
+        "state": "committing", "renames": [[str(tmp), str(tmp_path / "etc/a.conf")]],
+        "removals": [], "manifest": manifest, "host": "", "secrets": []}))
+    write_files(tmp_path, (pf("/etc/a.conf", "v2\n"),))  # completes it, then finds no change
+    assert (tmp_path / "etc/a.conf").read_text() == "v2\n"
+    assert not tmp.exists() and not (tmp_path / str(JOURNAL).lstrip("/")).exists()

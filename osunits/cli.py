@@ -149,8 +149,9 @@ def _say_what_running_services_need(plan: "HostPlan", result: "Result") -> None:
     restart = sorted({s for p in updated for s in by_path[p].services} - new)
     gone = _machines(result.changes, Change.REMOVE)
     if restart:
-        print(f"note: running services see the changes after a restart: osunits restart "
-              f"{' '.join(restart)}", file=sys.stderr)
+        print(f"note: a service sees the changes at its next start (a restart starts a "
+              f"stopped or failed one too): osunits restart {' '.join(restart)}",
+              file=sys.stderr)
     if gone:
         print(f"note: {', '.join(gone)} left this host; a running container stops only when "
               f"told to: systemctl stop {' '.join(unit_of(g) for g in gone)}", file=sys.stderr)

@@ -435,19 +435,21 @@ def recover(root: Path, manifest: PurePosixPath = MANIFEST) -> None:
         return
     except ValueError:
         journal = {"state": "staging", "temps": []}  # torn write: nothing was committed yet
-    # "..._in_root": paths under this root; else absolute (journals of earlier osunits)
     under = _prefix(root)
+
+    def paths(key: str) -> list[Any]:
+        """The journal's ``key`` as absolute paths: ``KEY_in_root`` holds paths under this
+        root, ``KEY`` (a journal of an earlier osunits) absolute ones."""
+        if f"{key}_in_root" not in journal:
+            return list(journal.get(key, []))
+        return [[under + p for p in x] if isinstance(x, list) else under + x
+                for x in journal[f"{key}_in_root"]]
+
     if journal.get("state") == "committing":
-        renames = ([(under + t, under + f) for t, f in journal["renames_in_root"]]
-                   if "renames_in_root" in journal else journal["renames"])
-        removals = ([under + r for r in journal["removals_in_root"]]
-                    if "removals_in_root" in journal else journal["removals"])
-        _commit(root, renames, removals, journal["manifest"], journal.get("host", ""),
-                journal.get("secrets", []), manifest, recovering=True)
+        _commit(root, paths("renames"), paths("removals"), journal["manifest"],
+                journal.get("host", ""), journal.get("secrets", []), manifest, recovering=True)
         return
-    temps = ([under + t for t in journal["temps_in_root"]] if "temps_in_root" in journal
-             else journal.get("temps", []))
-    for tmp in temps:
+    for tmp in paths("temps"):
         Path(tmp).unlink(missing_ok=True)
     journal_path.unlink()
 

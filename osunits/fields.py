@@ -449,18 +449,19 @@ def _not_osunits_own(host: PurePosixPath, loc: Location | None, hint: str) -> No
     and the images."""
     for own in (*OWN_ROOTS, *MACHINE_DIRS):
         shared = own / "shared"
-        inside = own in host.parents and own in OWN_ROOTS and not (
-            host == shared or shared in host.parents)
         # /run itself may be bound (kolla binds it for nova-compute and the agents): in
         # generator mode the container then sees /run/osunits too (docs/format.md)
-        holds = host in own.parents and not own.is_relative_to("/run")
-        how = ("is" if host == own else "holds" if holds
-               else "is in" if inside or (own in MACHINE_DIRS and own in host.parents)
-               else "")
-        if how:
-            raise Invalid(f"{host}: {how} osunits' own {own}", loc,
-                          hint + f" ({own}/shared/ is for services)" if own in OWN_ROOTS
-                          else hint)
+        if host == own:
+            how = "is"
+        elif host in own.parents and not own.is_relative_to("/run"):
+            how = "holds"
+        elif own in host.parents and not (
+                own in OWN_ROOTS and (host == shared or shared in host.parents)):
+            how = "is in"
+        else:
+            continue
+        raise Invalid(f"{host}: {how} osunits' own {own}", loc,
+                      hint + f" ({shared}/ is for services)" if own in OWN_ROOTS else hint)
 
 
 def parse_device(v: Value) -> PurePosixPath:

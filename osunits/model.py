@@ -107,7 +107,9 @@ OSUNITS_RUN = PurePosixPath("/run/osunits")  # the generator's (plan.Layout.gene
 # config (secrets too), hosts files, the init, every service's state, the manifest and
 # journal, the images; only their shared/ is for services. And the images' links.
 OWN_ROOTS = (OSUNITS_LIB, OSUNITS_RUN)
-MACHINE_DIRS = (PurePosixPath("/var/lib/machines"), PurePosixPath("/run/machines"))
+MACHINES = PurePosixPath("/var/lib/machines")  # machined's images: ours are links
+RUN_MACHINES = PurePosixPath("/run/machines")  # the same, for the generator
+MACHINE_DIRS = (MACHINES, RUN_MACHINES)
 
 
 @_pickled_as_arguments

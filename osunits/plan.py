@@ -41,9 +41,10 @@ from osunits.graph import (
 from osunits.model import (
     CONTAINER_HOSTS,
     CONTAINER_OWN,
-    MACHINE_DIRS,
+    MACHINES,
     OSUNITS_LIB,
     OSUNITS_RUN,
+    RUN_MACHINES,
     DependencyKind,
     Deployment,
     Host,
@@ -103,7 +104,7 @@ class Layout:
 
     units: PurePosixPath = PurePosixPath("/etc/systemd/system")
     nspawn: PurePosixPath = PurePosixPath("/etc/systemd/nspawn")
-    machines: PurePosixPath = PurePosixPath("/var/lib/machines")
+    machines: PurePosixPath = MACHINES
     own: PurePosixPath = OSUNITS_LIB  # rendered config, the init, the manifest
     # Pull the target in at boot with our own wants link: in generator mode, where
     # `systemctl enable` refuses generated units; `generate` leaves it to the operator.
@@ -121,7 +122,7 @@ class Layout:
     @classmethod
     def generator(cls, unit_dir: str) -> Layout:
         return cls(PurePosixPath(unit_dir), PurePosixPath("/run/systemd/nspawn"),
-                   MACHINE_DIRS[1], OSUNITS_RUN,
+                   RUN_MACHINES, OSUNITS_RUN,
                    boot_link=True)
 
     @property

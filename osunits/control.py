@@ -100,6 +100,11 @@ def run_verb(sd: Systemd, verb: str, services: list[str], *, timeout: float,
     return Outcome(not bad, results, roots, cancelled)
 
 
+def _required(p: dict[str, Any]) -> set[str]:
+    """The units a unit's properties say it cannot run without."""
+    return set(p.get("Requires", [])) | set(p.get("BindsTo", []))
+
+
 def _ours(unit: str) -> bool:
     """A unit osunits generates: a container, its network units, a gate, the target."""
     return unit.startswith((UNIT_PREFIX, "osunits-")) or unit == TARGET
@@ -178,7 +183,7 @@ def still_down(sd: Systemd, started: Iterable[str]) -> list[str]:
     while grew:
         grew = False
         for u in sorted(down - reached):
-            if reached & (set(props[u].get("Requires", [])) | set(props[u].get("BindsTo", []))):
+            if reached & _required(props[u]):
                 reached.add(u)
                 out.append(service_of(u))
                 grew = True
@@ -435,8 +440,8 @@ def _requirements_down(sd: Systemd, p: dict[str, Any]) -> list[tuple[str, dict[s
     """The containers a unit requires that are not active, and its gates and network units
     that failed (those come and go with their container otherwise)."""
     out = []
-    for dep in sorted(set(p.get("Requires", [])) | set(p.get("BindsTo", []))):
-        if not dep.startswith((UNIT_PREFIX, "osunits-")):
+    for dep in sorted(_required(p)):
+        if not _ours(dep):
             continue  # slices, mounts: systemd's own plumbing
         dp = unit_properties(sd, dep)
         if dp.get("ActiveState") != "active" and (

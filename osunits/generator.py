@@ -49,14 +49,14 @@ IDLE_SUMMARY = "osunits generator: reports a failed run (the last run succeeded)
 def run(unit_dir: Path, dep_dir: Path, root: Path = Path("/")) -> int:
     from osunits.deployment import DEPLOYMENT_FILE, load_deployment, this_host
     from osunits.errors import DeploymentError, OsunitsError
-    from osunits.output import write_files
+    from osunits.output import on_disk, write_files
     from osunits.plan import Layout, plan_host
 
     if not (dep_dir / DEPLOYMENT_FILE).is_file():
         return 0  # osunits installed but not configured: nothing to do
     layout = Layout.generator(str(unit_dir))
-    out = _under(root, unit_dir)
-    errors_file = _under(root, ERRORS_FILE)
+    out = on_disk(root, unit_dir)
+    errors_file = on_disk(root, ERRORS_FILE)
     was_failing = errors_file.exists()
     t0 = time.monotonic()
     try:
@@ -76,30 +76,28 @@ def run(unit_dir: Path, dep_dir: Path, root: Path = Path("/")) -> int:
         _fail(root, out, unit_dir, this_host(dep_dir)[0], lines)
         return 0  # the failure is reported by units; a failing generator would only log
     try:
-        record_last_good(_under(root, LAST_GOOD_FILE), plan.host, unit_dir, plan.files)
+        record_last_good(on_disk(root, LAST_GOOD_FILE), plan.host, unit_dir, plan.files)
     except OSError as e:  # the units are written: only a later failure loses them
         sys.stderr.write(f"osunits-generator: {e}: the last good units are not recorded\n")
     _write_watch(out, failed=False, kept=False, summary=IDLE_SUMMARY)
     errors_file.unlink(missing_ok=True)
     if was_failing:  # the failure unit runs once more, succeeds, and is failed no longer
-        _touch(_under(root, CHECK_FILE))
+        _touch(on_disk(root, CHECK_FILE))
     if os.environ.get("OSUNITS_GENERATOR_TIMING"):
         sys.stderr.write(f"osunits-generator: {len(plan.files)} files in "
                          f"{(time.monotonic() - t0) * 1000:.0f} ms\n")
     return 0
 
 
-def _under(root: Path, path: Path | PurePosixPath) -> Path:
-    return root / str(path).lstrip("/")
-
-
 def _fail(root: Path, out: Path, unit_dir: Path, host: str, lines: list[str]) -> None:
-    kept, why_not = restore_last_good(_under(root, LAST_GOOD_FILE), host, unit_dir, out)
+    from osunits.output import on_disk
+
+    kept, why_not = restore_last_good(on_disk(root, LAST_GOOD_FILE), host, unit_dir, out)
     what = (f"kept the last good units of {host} (the services keep running as they were)"
             if kept else f"no services generated ({why_not})")
     text = "\n".join(lines) + "\n"
     sys.stderr.write(f"osunits-generator: the deployment has errors; {what}\n" + text)
-    errors_file = _under(root, ERRORS_FILE)
+    errors_file = on_disk(root, ERRORS_FILE)
     errors_file.parent.mkdir(parents=True, exist_ok=True)
     errors_file.unlink(missing_ok=True)
     fd = os.open(errors_file, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600)
@@ -112,7 +110,7 @@ def _fail(root: Path, out: Path, unit_dir: Path, host: str, lines: list[str]) ->
     _write_watch(out, failed=True, kept=kept, summary=summary)
     if not kept:
         _write_stand_in(out, unit_dir)
-    _touch(_under(root, CHECK_FILE))
+    _touch(on_disk(root, CHECK_FILE))
 
 
 def _touch(path: Path) -> None:

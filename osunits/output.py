@@ -79,14 +79,15 @@ def _prefix(root: Path | str) -> str:
     return root if root.endswith("/") else root + "/"
 
 
-def _disk(prefix: str, p: PurePosixPath | str) -> str:
+def _disk(prefix: str, p: PurePosixPath | Path | str) -> str:
     """Where the absolute path ``p`` lies under the root of ``prefix`` (``_prefix``): a
     string, as it is computed for every planned file, where pathlib's cost adds up; and
     one concatenation, what os.path.join gives at a fifth of its cost."""
     return prefix + str(p).lstrip("/")
 
 
-def _on_disk(root: Path, p: PurePosixPath) -> Path:
+def on_disk(root: Path, p: PurePosixPath | Path) -> Path:
+    """Where the absolute path ``p`` lies under ``root``."""
     return Path(_disk(_prefix(root), p))
 
 
@@ -194,12 +195,12 @@ class Manifest:
 
 def load_manifest(root: Path, manifest: PurePosixPath = MANIFEST,
                   *, dry_run: bool = False) -> Manifest:
-    journal = _on_disk(root, _journal_of(manifest))
+    journal = on_disk(root, _journal_of(manifest))
     if dry_run and journal.exists():
         raise OutputError(f"{journal}: an interrupted run must be completed first: "
                           "run the same command without --dry-run/--diff")
     recover(root, manifest)
-    path = _on_disk(root, manifest)
+    path = on_disk(root, manifest)
     try:
         data = json.loads(path.read_text())
     except FileNotFoundError:
@@ -226,7 +227,7 @@ def plan_changes(root: Path, files: tuple[PlannedFile, ...],
     if host and m.host and m.host != host and m.files and not (
             adopt and m.host not in inventory):
         raise OutputError(
-            f"{_on_disk(root, manifest)}: this root holds the units of host {m.host}, not "
+            f"{on_disk(root, manifest)}: this root holds the units of host {m.host}, not "
             f"{host}; refusing to replace them (give --host {m.host}, or another --root"
             + ("; --adopt takes over the root of a renamed host only, and the inventory "
                f"still has {m.host})" if adopt else "; if the host was renamed, --adopt)"))
@@ -333,7 +334,7 @@ def write_files(root: Path, files: tuple[PlannedFile, ...], *, host: str = "",
 def _write_locked(root: Path, files: tuple[PlannedFile, ...], host: str, adopt: bool,
                   inventory: frozenset[str], layout: Layout,
                   vet: Callable[[list[FileChange]], None] | None) -> Result:
-    lock = _on_disk(root, layout.manifest.with_name("manifest.lock"))
+    lock = on_disk(root, layout.manifest.with_name("manifest.lock"))
     planned = None
     if not lock.exists():
         # A root osunits never wrote to: find any refusal before the lock creates a file
@@ -342,7 +343,7 @@ def _write_locked(root: Path, files: tuple[PlannedFile, ...], host: str, adopt: 
             planned = plan_changes(root, files, layout.manifest, host=host, dry_run=True,
                                    adopt=adopt, inventory=inventory)
     with _locked(lock):
-        if planned is not None and any(os.path.lexists(_on_disk(root, p)) for p in (
+        if planned is not None and any(os.path.lexists(on_disk(root, p)) for p in (
                 layout.manifest, _journal_of(layout.manifest))):
             planned = None  # another run wrote first: plan again, under the lock
         return _write_files(root, files, host, False, adopt, inventory, layout, vet, planned)
@@ -369,7 +370,7 @@ def _write_files(root: Path, files: tuple[PlannedFile, ...], host: str, dry_run:
                  planned: tuple[list[FileChange], Manifest] | None = None) -> Result:
     """``planned``: plan_changes' answer for this root while it held no manifest or journal
     (nothing osunits wrote yet: the first run's plan, made before taking the lock)."""
-    recovered = not dry_run and _on_disk(root, _journal_of(layout.manifest)).exists()
+    recovered = not dry_run and on_disk(root, _journal_of(layout.manifest)).exists()
     changes, before = planned or plan_changes(root, files, layout.manifest, host=host,
                                               dry_run=dry_run, adopt=adopt,
                                               inventory=inventory)
@@ -378,7 +379,7 @@ def _write_files(root: Path, files: tuple[PlannedFile, ...], host: str, dry_run:
     secrets = _secrets(files)
     result = Result(changes, written=recovered,  # a completed interrupted run needs a reload
                     secret_paths=before.secrets | secrets)
-    manifest_path = _on_disk(root, layout.manifest)
+    manifest_path = on_disk(root, layout.manifest)
     # Nothing to change, but an older manifest names no host yet: record it, or the
     # wrong-host check would never hold for this root.
     if dry_run or (not changes and manifest_path.exists() and before.host == host
@@ -395,7 +396,7 @@ def _write(root: Path, files: tuple[PlannedFile, ...], changes: list[FileChange]
            secrets: list[str], layout: Layout, result: Result) -> Result:
     by_path = {f.path: f for f in files}
     staged: list[tuple[str, str]] = []
-    journal_path = _on_disk(root, _journal_of(layout.manifest))
+    journal_path = on_disk(root, _journal_of(layout.manifest))
     to_stage = [c for c in changes if c.change in (Change.ADD, Change.UPDATE)]
     prefix = _prefix(root)
     finals = [_disk(prefix, c.path) for c in to_stage]
@@ -428,7 +429,7 @@ def _write(root: Path, files: tuple[PlannedFile, ...], changes: list[FileChange]
 
 def recover(root: Path, manifest: PurePosixPath = MANIFEST) -> None:
     """Finish or undo a run that was killed (see the module docstring)."""
-    journal_path = _on_disk(root, _journal_of(manifest))
+    journal_path = on_disk(root, _journal_of(manifest))
     try:
         journal = json.loads(journal_path.read_text())
     except FileNotFoundError:
@@ -472,14 +473,14 @@ def _commit(root: Path, renames: list[tuple[str, str]] | list[list[str]], remova
         p = Path(path)
         if p.is_symlink() or p.exists():
             p.unlink()
-        _prune_empty(p.parent, root, _on_disk(root, manifest_path.parent / "config"))
+        _prune_empty(p.parent, root, on_disk(root, manifest_path.parent / "config"))
         dirs.add(str(p.parent))
-    write_json(_on_disk(root, manifest_path),
+    write_json(on_disk(root, manifest_path),
                 {"version": 1, "host": host, "files": dict(sorted(manifest.items())),
                  "secrets": secrets})
     # renames, removals and manifest durable before the journal that would redo them goes
-    _sync([str(_on_disk(root, manifest_path.parent)), *sorted(dirs)])
-    _on_disk(root, _journal_of(manifest_path)).unlink(missing_ok=True)
+    _sync([str(on_disk(root, manifest_path.parent)), *sorted(dirs)])
+    on_disk(root, _journal_of(manifest_path)).unlink(missing_ok=True)
 
 
 def _secrets(files: tuple[PlannedFile, ...]) -> frozenset[str]:
